@@ -1,0 +1,38 @@
+"""Fisher geometry of probability families: metrics and curvature, correct at any entropy.
+
+Conventions (sign, indices, units) are stated once in :mod:`geometry._src.curvature`:
+the round sphere has positive scalar curvature; derivative indices come last;
+``christoffel[..., k, i, j] = Gamma^k_ij``; entropies are in nats.
+"""
+
+from ._src import mathns as _mathns  # enables float64 before anything else touches JAX
+from ._src.api import (
+    CurvatureInfo as CurvatureInfo,
+    STATUS_NAMES as STATUS_NAMES,
+    UndefinedCurvatureWarning as UndefinedCurvatureWarning,
+    christoffel as christoffel,
+    entropy as entropy,
+    fisher_metric as fisher_metric,
+    ricci as ricci,
+    riemann as riemann,
+    scalar_curvature as scalar_curvature,
+    scalar_curvature_mp as scalar_curvature_mp,
+)
+from ._src.families import (
+    Family as Family,
+    attention as attention,
+    categorical as categorical,
+    discrete_family as discrete_family,
+    exponential_family as exponential_family,
+    gaussian as gaussian,
+    multihead_attention as multihead_attention,
+    project_keys as project_keys,
+)
+from ._src.mathns import JAX as JAX, MPMATH as MPMATH, SYMPY as SYMPY
+
+__all__ = [
+    "CurvatureInfo", "Family", "JAX", "MPMATH", "STATUS_NAMES", "SYMPY", "UndefinedCurvatureWarning",
+    "attention", "categorical", "christoffel", "discrete_family", "entropy", "exponential_family",
+    "fisher_metric", "gaussian", "multihead_attention", "project_keys", "ricci", "riemann",
+    "scalar_curvature", "scalar_curvature_mp",
+]

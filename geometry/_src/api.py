@@ -1,0 +1,343 @@
+"""Public, batched entry points: metric, entropy, connection, curvature with precision control."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+import warnings
+from typing import Callable
+
+import jax.numpy as jnp
+import mpmath
+import numpy as np
+
+from . import curvature as _curv
+from . import fisher as _fisher
+from . import highprec
+from .families import Family
+from .points import as_points, check_family, map_points, unflatten
+
+EPS = float(np.finfo(np.float64).eps)
+#: Safety factor between the first-order error model ``eps * cancellation * kappa`` and the
+#: error actually observed against the mpmath oracle (tests/test_precision.py measures it).
+SAFETY = 64.0
+DEFAULT_RTOL = 1e-8
+
+FLOAT64, HIGH_PRECISION, UNDEFINED, BUDGET, UNTRUSTED = 0, 1, 2, 3, 4
+STATUS_NAMES = {
+    FLOAT64: "float64",
+    HIGH_PRECISION: "high_precision",
+    UNDEFINED: "undefined",
+    BUDGET: "not_computed_budget",
+    UNTRUSTED: "untrusted",
+}
+
+
+class UndefinedCurvatureWarning(UserWarning):
+    """Some points have no trustworthy curvature (see ``info.status`` and ``info.reasons``)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class CurvatureInfo:
+    """Per-point precision record of :func:`scalar_curvature` (arrays have the leading shape of ``theta``).
+
+    ``rel_error``: estimated relative error of the returned value.
+    ``digits``: estimated correct significant digits, ``-log10(rel_error)`` (capped at 16).
+    ``status``: 0 float64, 1 recomputed in high precision, 2 undefined, 3 not computed
+    (high-precision time budget exhausted), 4 untrusted (float64 not accurate enough and the
+    family cannot be lowered to mpmath).
+    ``recomputed``: ``status == 1``.  ``dps``: decimal digits used (0 for float64 points).
+    ``reasons``: ``{flat index: reason}`` for undefined / budget / untrusted points.
+    ``route``: the float64 route used first.
+    """
+
+    rel_error: np.ndarray
+    status: np.ndarray
+    dps: np.ndarray
+    reasons: dict
+    route: str
+    rtol: float
+
+    @property
+    def recomputed(self):
+        return self.status == HIGH_PRECISION
+
+    @property
+    def digits(self):
+        with np.errstate(divide="ignore"):
+            return np.minimum(16.0, -np.log10(np.maximum(self.rel_error, 1e-300)))
+
+    def counts(self) -> dict:
+        """``{"total", "float64", "high_precision", "undefined", "not_computed_budget", "untrusted"}``."""
+        out = {"total": int(self.status.size)}
+        for code, name in STATUS_NAMES.items():
+            out[name] = int(np.sum(self.status == code))
+        return out
+
+
+# --------------------------------------------------------------------------- simple quantities
+
+
+def _kernel_metric(method):
+    def kernel(family, theta):
+        return _fisher.metric(family, theta, method)
+
+    kernel.__name__ = f"metric_{method}"
+    return kernel
+
+
+_METRIC_KERNELS = {m: _kernel_metric(m) for m in (None, "covariance", "hessian", "score")}
+
+
+def _entropy_kernel(family, theta):
+    return _fisher.entropy(family, theta)
+
+
+def _christoffel_kernel(family, theta):
+    return _curv.christoffel(family, theta)
+
+
+def _riemann_kernel(family, theta):
+    return _curv.riemann(family, theta)
+
+
+def _ricci_kernel(family, theta):
+    return _curv.ricci(family, theta)
+
+
+def _batched(kernel, family, theta, chunk_size=None):
+    family = check_family(family)
+    flat, lead = as_points(family, theta)
+    return unflatten(map_points(kernel, family, flat, chunk_size), lead)
+
+
+def fisher_metric(family: Family, theta, method: str | None = None, chunk_size: int | None = None):
+    r"""Fisher information metric :math:`g_{ij}(\theta) = E_\theta[\partial_i\log p\,\partial_j\log p]`.
+
+    Returns an array of shape ``theta.shape + (dim,)``: ``g[..., i, j] = g_ij``.
+
+    ``method``: ``"hessian"`` (:math:`J^\top\nabla^2\psi J`, autodiff of the log-partition),
+    ``"score"`` (:math:`E[s\otimes s]`: exact finite sum for discrete/softmax families,
+    20-node Gauss-Hermite quadrature, exact here, for the Gaussian), ``"covariance"``
+    (softmax-linear: :math:`s^2\mathrm{Cov}_p(k)` with dominant-key centring), or
+    ``None`` for the most accurate available.
+    """
+    if method not in _METRIC_KERNELS:
+        raise ValueError(f"method must be None, 'covariance', 'hessian' or 'score', got {method!r}")
+    fam = check_family(family)
+    if method == "hessian" and not fam.is_hessian_metric:
+        raise ValueError(f"method='hessian' needs an exponential family; {fam.name} is {fam.kind}")
+    if method == "covariance" and fam.kind != "softmax-linear":
+        raise ValueError(f"method='covariance' needs a softmax-linear family; {fam.name} is {fam.kind}")
+    if method == "score" and fam.kind == "exponential" and fam.log_density is None:
+        raise ValueError(f"{fam.name} has only a log-partition: the score construction needs a density; use method='hessian'")
+    return _batched(_METRIC_KERNELS[method], fam, theta, chunk_size)
+
+
+def entropy(family: Family, theta, chunk_size: int | None = None):
+    r"""Entropy :math:`H(p_\theta) = -\sum_x p\log p` in nats, shape ``theta.shape[:-1]``.
+
+    For softmax families every term is computed to full relative precision
+    (including :math:`\log p_{\max} = -\operatorname{log1p}(\cdot)`), so entropies down
+    to ~1e-300 are accurate.
+    """
+    fam = check_family(family)
+    if not fam.has_entropy:
+        raise ValueError(
+            f"{fam.name} has no entropy function: the entropy of an exponential family depends on its base "
+            "measure, which the log-partition does not fix. Pass entropy=... to geometry.exponential_family."
+        )
+    return _batched(_entropy_kernel, fam, theta, chunk_size)
+
+
+def christoffel(family: Family, theta, chunk_size: int | None = None):
+    r"""Christoffel symbols :math:`\Gamma^k_{ij}` as ``out[..., k, i, j]`` (float64 autodiff).
+
+    :math:`\Gamma^k_{ij} = \tfrac12 g^{kl}(\partial_i g_{jl} + \partial_j g_{il} - \partial_l g_{ij})`.
+    """
+    return _batched(_christoffel_kernel, family, theta, chunk_size)
+
+
+def riemann(family: Family, theta, chunk_size: int | None = None):
+    r"""Riemann tensor :math:`R^\rho{}_{\sigma\mu\nu}` as ``out[..., rho, sigma, mu, nu]`` (float64 autodiff).
+
+    :math:`R^\rho{}_{\sigma\mu\nu} = \partial_\mu\Gamma^\rho_{\nu\sigma} - \partial_\nu\Gamma^\rho_{\mu\sigma}
+    + \Gamma^\rho_{\mu\lambda}\Gamma^\lambda_{\nu\sigma} - \Gamma^\rho_{\nu\lambda}\Gamma^\lambda_{\mu\sigma}`;
+    the round sphere has positive sectional curvature
+    :math:`R_{\rho\sigma\mu\nu}X^\rho Y^\sigma X^\mu Y^\nu`... with ``R_{1212} > 0``.
+    """
+    return _batched(_riemann_kernel, family, theta, chunk_size)
+
+
+def ricci(family: Family, theta, chunk_size: int | None = None):
+    r"""Ricci tensor :math:`R_{\sigma\nu} = R^\rho{}_{\sigma\rho\nu}` as ``out[..., sigma, nu]``."""
+    return _batched(_ricci_kernel, family, theta, chunk_size)
+
+
+# --------------------------------------------------------------------------- scalar curvature
+
+
+def _route_kernel(route):
+    fn = _curv.ROUTES[route]
+
+    def kernel(family, theta):
+        r, cancel, kappa = fn(family, theta)
+        g = _fisher.metric(family, theta)
+        lam_min = jnp.linalg.eigvalsh(g)[0] if family.kind != "softmax-linear" else jnp.array(1.0)
+        lam_max = jnp.max(jnp.abs(jnp.diagonal(g)))
+        return r, cancel, kappa, lam_min / lam_max
+
+    kernel.__name__ = f"scalar_{route}"
+    return kernel
+
+
+_ROUTE_KERNELS = {route: _route_kernel(route) for route in _curv.ROUTES}
+
+
+def _check_route(family, method):
+    if method not in (None, *_curv.ROUTES):
+        raise ValueError(f"method must be None, 'cumulant', 'hessian' or 'levi-civita', got {method!r}")
+    route = method or _curv.default_route(family)
+    if route == "cumulant" and family.kind != "softmax-linear":
+        raise ValueError(f"method='cumulant' needs a softmax-linear family (categorical/attention); {family.name} is {family.kind}")
+    if route == "hessian" and not family.is_hessian_metric:
+        raise ValueError(f"method='hessian' needs an exponential family (a Hessian metric); {family.name} is {family.kind}")
+    return route
+
+
+def scalar_curvature(
+    family: Family,
+    theta,
+    method: str | None = None,
+    return_info: bool = False,
+    rtol: float = DEFAULT_RTOL,
+    chunk_size: int | None = None,
+    time_budget: float | None = None,
+    progress: Callable[[int], None] | None = None,
+):
+    r"""Scalar curvature :math:`R = g^{\sigma\nu}R^\rho{}_{\sigma\rho\nu}` of the Fisher metric.
+
+    ``theta`` has shape ``(..., dim)``; the result is float64 with shape
+    ``theta.shape[:-1]`` (a ``(dim,)`` input gives a 0-d array).  Sign: the round
+    sphere is positive; the categorical simplex on ``n`` outcomes has
+    :math:`(n-1)(n-2)/4`, the Gaussian in :math:`(\mu,\sigma)` has :math:`-1`.
+
+    ``method=None`` (default) is precision-controlled: the fastest float64 route
+    for the family (``cumulant`` for softmax families, ``hessian`` for exponential
+    families, ``levi-civita`` otherwise) also returns a per-point error estimate
+    :math:`64\,\varepsilon\,\kappa(g)\,(|T|^2+|\tau|^2)/|R|`; every point whose
+    estimate exceeds ``rtol`` is recomputed in arbitrary precision (mpmath) with
+    enough digits for the measured loss.  ``method="cumulant" | "hessian" |
+    "levi-civita"`` forces a raw float64 route with no fallback.
+
+    Points whose curvature cannot be delivered (singular metric; high-precision
+    budget ``time_budget`` seconds exhausted; a plain-JAX user family that cannot
+    be lowered) are NaN *and* reported: in ``info.status``/``info.reasons`` with
+    ``return_info=True``, otherwise by an :class:`UndefinedCurvatureWarning`.
+    One-dimensional families have :math:`R = 0` identically.
+    """
+    fam = check_family(family)
+    route = _check_route(fam, method)
+    flat, lead = as_points(fam, theta)
+    if not (isinstance(rtol, (float, int)) and 0 < rtol < 1):
+        raise ValueError(f"rtol must be a relative tolerance in (0, 1), got {rtol!r}")
+    n = flat.shape[0]
+    status = np.zeros(n, np.int8)
+    dps = np.zeros(n, np.int32)
+    reasons: dict = {}
+
+    if fam.dim == 1:
+        r = np.zeros(n)
+        rel = np.zeros(n)
+        if fam.kind != "softmax-linear" and n:
+            _check_positive_definite(fam, flat, chunk_size)
+    else:
+        r, cancel, kappa, lam_rel = map_points(_ROUTE_KERNELS[route], fam, flat, chunk_size, progress)
+        if fam.kind != "softmax-linear":
+            _raise_if_indefinite(fam, flat, lam_rel)
+        with np.errstate(invalid="ignore", over="ignore"):
+            rel = SAFETY * EPS * cancel * np.maximum(kappa, 1.0)
+        rel = np.where(np.isfinite(rel) & np.isfinite(r), rel, np.inf)
+        if method is None:
+            bad = np.flatnonzero(~(rel <= rtol))
+            if bad.size:
+                _high_precision(fam, flat, bad, r, rel, status, dps, reasons, rtol, time_budget)
+        else:
+            bad = np.flatnonzero(~np.isfinite(r))
+            for i in bad:
+                status[i], reasons[int(i)] = UNDEFINED, f"raw {route} route gave a non-finite value (singular or overflowing metric in float64)"
+                r[i] = np.nan
+
+    info = CurvatureInfo(rel.reshape(lead), status.reshape(lead), dps.reshape(lead), reasons, route, rtol)
+    out = np.asarray(r, np.float64).reshape(lead)
+    if not return_info:
+        if reasons:
+            first = next(iter(reasons.items()))
+            warnings.warn(
+                f"{len(reasons)} of {n} points have no trustworthy curvature (NaN); first: point {first[0]}: "
+                f"{first[1]}. Call scalar_curvature(..., return_info=True) for the per-point status.",
+                UndefinedCurvatureWarning,
+                stacklevel=2,
+            )
+        return out
+    return out, info
+
+
+def _high_precision(fam, flat, idx, r, rel, status, dps, reasons, rtol, time_budget):
+    if not fam.lowerable:
+        for i in idx:
+            status[i] = UNTRUSTED
+            reasons[int(i)] = (
+                f"float64 estimate of relative error {rel[i]:.1e} exceeds rtol={rtol:g} and {fam.name} is a "
+                "plain JAX function that cannot be lowered to mpmath; write it as f(theta, xp) to enable the fallback"
+            )
+            r[i] = np.nan
+        return
+    start = time.perf_counter()
+    for i in idx:
+        if time_budget is not None and time.perf_counter() - start > time_budget:
+            status[i] = BUDGET
+            reasons[int(i)] = f"not computed: high-precision time budget of {time_budget:g} s exhausted"
+            r[i] = np.nan
+            continue
+        try:
+            val, err, used = highprec.curvature(fam, flat[i], rtol=rtol / 10)
+        except highprec.SingularMetric as exc:
+            status[i], reasons[int(i)], r[i] = UNDEFINED, f"undefined: {exc}", np.nan
+            continue
+        r[i] = float(val)
+        rel[i] = err
+        status[i] = HIGH_PRECISION
+        dps[i] = used
+
+
+def _check_positive_definite(fam, flat, chunk_size):
+    g = map_points(_METRIC_KERNELS[None], fam, flat, chunk_size)
+    lam = np.linalg.eigvalsh(g)
+    _raise_if_indefinite(fam, flat, lam[:, 0] / np.max(np.abs(lam), axis=1))
+
+
+def _raise_if_indefinite(fam, flat, lam_rel):
+    bad = np.flatnonzero(~(lam_rel > -1e-12))
+    if bad.size:
+        i = int(bad[0])
+        g = np.asarray(_fisher.metric(fam, jnp.asarray(flat[i])))
+        lam = np.linalg.eigvalsh(g)
+        raise ValueError(
+            f"the Fisher metric of {fam.name} is not positive definite at theta[{i}] = {flat[i].tolist()}: smallest "
+            f"eigenvalue {lam[0]:.3e} (largest {lam[-1]:.3e}); {bad.size} of {flat.shape[0]} points affected. "
+            "For an exponential family the log-partition must be strictly convex; check its sign and domain."
+        )
+
+
+def scalar_curvature_mp(family: Family, theta, dps: int = 50):
+    """Scalar curvature at one point as an ``mpmath.mpf`` computed at ``dps`` digits (no adaptivity).
+
+    The oracle used by the tests; see :mod:`geometry._src.highprec`.
+    """
+    fam = check_family(family)
+    flat, _ = as_points(fam, theta)
+    if flat.shape[0] != 1:
+        raise ValueError(f"theta must be one point of shape ({fam.dim},), got {np.shape(theta)}")
+    with mpmath.workdps(dps):
+        return +highprec.evaluate(fam, flat[0], dps)[0]

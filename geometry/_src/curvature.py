@@ -1,0 +1,181 @@
+r"""Curvature of Fisher metrics: Christoffel symbols, Riemann, Ricci and scalar curvature.
+
+Conventions (stated once, used everywhere in the package)
+---------------------------------------------------------
+* ``g[i, j] = g_{ij}``; derivative indices last: ``dg[i, j, k] = \partial_k g_{ij}``.
+* ``christoffel[k, i, j] = \Gamma^k_{ij} = \tfrac12 g^{kl}(\partial_i g_{jl} + \partial_j g_{il} - \partial_l g_{ij})``.
+* ``riemann[r, s, m, n] = R^\rho{}_{\sigma\mu\nu}
+  = \partial_\mu\Gamma^\rho_{\nu\sigma} - \partial_\nu\Gamma^\rho_{\mu\sigma}
+  + \Gamma^\rho_{\mu\lambda}\Gamma^\lambda_{\nu\sigma} - \Gamma^\rho_{\nu\lambda}\Gamma^\lambda_{\mu\sigma}``.
+* ``ricci[s, n] = R_{\sigma\nu} = R^\rho{}_{\sigma\rho\nu}``; scalar ``R = g^{\sigma\nu}R_{\sigma\nu}``.
+* With these, the round sphere of radius ``r`` in dimension ``d`` has ``R = d(d-1)/r^2 > 0``
+  (Carroll, *Spacetime and Geometry*, eqs. 3.67, 3.91).
+
+Routes to the scalar curvature (each returns ``(R, cancellation, condition)``)
+------------------------------------------------------------------------------
+``levi-civita``
+    automatic differentiation of the metric function (any family).
+``hessian``
+    for a Hessian metric :math:`g = \nabla^2\psi` with :math:`T = \nabla^3\psi`.
+    Then :math:`\Gamma_{kij} = \tfrac12 T_{ijk}` and, because :math:`T` is totally
+    symmetric, the Riemann tensor reduces to
+    :math:`R_{ijkl} = \tfrac14 g^{pq}(T_{ilp}T_{jkq} - T_{ikp}T_{jlq})` (Totaro 2004,
+    "The curvature of a Hessian metric", Int. J. Math. 15, eq. 1; Amari & Nagaoka 2000,
+    sec. 3.2).  Contracting twice,
+
+    .. math:: R = \tfrac14\left(|T|_g^2 - |\tau|_g^2\right),\qquad
+              |T|^2_g = g^{ia}g^{jb}g^{kc}T_{ijk}T_{abc},\quad
+              \tau_k = g^{ij}T_{ijk},\quad |\tau|^2_g = g^{kc}\tau_k\tau_c .
+
+    (Check: categorical ``n = 3`` gives ``+1/2``, the sphere of radius 2.)
+    Scalar curvature is a coordinate invariant, so families given through a chart
+    ``eta(theta)`` (the Gaussian) are evaluated in natural coordinates.
+``cumulant``
+    softmax-linear families: :math:`g` and :math:`T` are the 2nd and 3rd central
+    moments of the scaled keys under ``p`` (no autodiff).  With
+    :math:`W_a = L^{-1}u_a` (:math:`g = LL^\top`) the contractions become sums over
+    keys: :math:`|T|^2 = \sum_{ab} w_a w_b M_{ab}^3`,
+    :math:`|\tau|^2 = \sum_{ab} w_a w_b M_{aa}M_{bb}M_{ab}` with :math:`M = WW^\top`.
+
+Where precision is lost
+-----------------------
+:math:`|T|^2` and :math:`|\tau|^2` grow like :math:`1/p_{\min}` at low entropy while
+:math:`R` stays bounded (for the simplex it is constant), so :math:`R` is a
+difference of two huge numbers.  Each route therefore reports the cancellation
+factor :math:`(|T|^2 + |\tau|^2)/|R|` (Levi-Civita: the sum of absolute values of
+the terms over :math:`|R|`) and the condition number of ``g`` (Frobenius
+estimate :math:`\|g\|_F\|g^{-1}\|_F`); :mod:`geometry._src.precision` turns them
+into a per-point error estimate.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import jax.scipy.linalg as jsl
+
+from . import fisher
+from .families import Family
+from .mathns import JAX
+
+
+# --------------------------------------------------------------------------- tensors
+
+
+def metric_fn(family: Family):
+    """The metric as a function of coordinates, in its most accurate float64 construction."""
+    return lambda theta: fisher.metric(family, theta)
+
+
+def christoffel_from_jets(g, dg):
+    """``Gamma[k, i, j]`` from ``g`` and ``dg[i, j, l] = d_l g_ij``."""
+    first = 0.5 * (jnp.einsum("jli->lij", dg) + jnp.einsum("ilj->lij", dg) - dg.transpose(2, 0, 1))
+    return jnp.linalg.solve(g, first.reshape(g.shape[0], -1)).reshape(first.shape)
+
+
+def christoffel(family: Family, theta):
+    r""":math:`\Gamma^k_{ij}` as ``gamma[k, i, j]`` (Levi-Civita connection of the Fisher metric)."""
+    gf = metric_fn(family)
+    return christoffel_from_jets(gf(theta), jax.jacfwd(gf)(theta))
+
+
+def _riemann_terms(family: Family, theta):
+    gam = christoffel(family, theta)
+    dgam = jax.jacfwd(lambda t: christoffel(family, t))(theta)  # dgam[r, n, s, m] = d_m Gamma^r_ns
+    a = jnp.einsum("rnsm->rsmn", dgam)  # d_mu Gamma^rho_{nu sigma}
+    b = jnp.einsum("rmsn->rsmn", dgam)  # d_nu Gamma^rho_{mu sigma}
+    c = jnp.einsum("rml,lns->rsmn", gam, gam)
+    d = jnp.einsum("rnl,lms->rsmn", gam, gam)
+    return a, b, c, d
+
+
+def riemann(family: Family, theta):
+    r""":math:`R^\rho{}_{\sigma\mu\nu}` as ``riemann[rho, sigma, mu, nu]`` (conventions in the module doc)."""
+    a, b, c, d = _riemann_terms(family, theta)
+    return a - b + c - d
+
+
+def ricci(family: Family, theta):
+    r""":math:`R_{\sigma\nu} = R^\rho{}_{\sigma\rho\nu}` as ``ricci[sigma, nu]``."""
+    return jnp.einsum("rsrn->sn", riemann(family, theta))
+
+
+def _condition(g):
+    ginv = jnp.linalg.inv(g)
+    return jnp.linalg.norm(g) * jnp.linalg.norm(ginv), ginv
+
+
+def scalar_levi_civita(family: Family, theta):
+    """Route ``levi-civita``: ``g^{sn} R^r_{srn}`` by nested autodiff of the metric."""
+    a, b, c, d = _riemann_terms(family, theta)
+    g = fisher.metric(family, theta)
+    kappa, ginv = _condition(g)
+    ric = jnp.einsum("rsrn->sn", a - b + c - d)
+    r = jnp.sum(ginv * ric)
+    mag = jnp.einsum("rsrn->sn", jnp.abs(a) + jnp.abs(b) + jnp.abs(c) + jnp.abs(d))
+    scale = jnp.sum(jnp.abs(ginv) * mag)
+    return r, scale / jnp.abs(r), kappa
+
+
+def _hessian_contractions(g, t):
+    """``(|T|^2_g, |tau|^2_g, kappa)`` for a totally symmetric ``t[i, j, k]``."""
+    kappa, ginv = _condition(g)
+    tup = jnp.einsum("ia,jb,kc,abc->ijk", ginv, ginv, ginv, t)
+    t2 = jnp.sum(tup * t)
+    tau = jnp.einsum("ij,ijk->k", ginv, t)
+    tau2 = tau @ ginv @ tau
+    return t2, tau2, kappa
+
+
+def hessian_jets(family: Family, theta):
+    """``g = hess psi`` and ``T = grad^3 psi`` at ``eta(theta)`` in natural coordinates."""
+    psi = lambda eta: family.log_partition(eta, JAX)  # noqa: E731
+    eta = fisher.natural_chart(family, theta)
+    return jax.hessian(psi)(eta), jax.jacfwd(jax.hessian(psi))(eta)
+
+
+def scalar_hessian(family: Family, theta):
+    r"""Route ``hessian``: :math:`R = \tfrac14(|T|^2_g - |\tau|^2_g)` with autodiff :math:`T=\nabla^3\psi`."""
+    if not family.is_hessian_metric:
+        raise ValueError(f"method='hessian' needs an exponential family; {family.name} is {family.kind}")
+    g, t = hessian_jets(family, theta)
+    t2, tau2, kappa = _hessian_contractions(g, t)
+    r = 0.25 * (t2 - tau2)
+    return r, (t2 + tau2) / jnp.abs(r), kappa
+
+
+def cumulant_contractions(w, u):
+    """``(|T|^2_g, |tau|^2_g, kappa)`` from atoms ``g = sum w u u^T``, ``T = sum w u^(x)3``."""
+    n, m = u.shape
+    g = jnp.einsum("a,ai,aj->ij", w, u, u)
+    chol = jnp.linalg.cholesky(g)
+    linv = jsl.solve_triangular(chol, jnp.eye(m, dtype=g.dtype), lower=True)
+    kappa = jnp.linalg.norm(g) * jnp.sum(linv**2)
+    wt = u @ linv.T  # whitened atoms W_a = L^{-1} u_a
+    norms = jnp.sum(wt**2, axis=1)
+    if n * n <= n * m * m:  # Gram form, O(n^2 m)
+        gram = wt @ wt.T
+        t2 = w @ (gram**3) @ w
+        tau2 = (w * norms) @ gram @ (w * norms)
+    else:  # tensor form, O(n m^3)
+        tt = jnp.einsum("a,ai,aj,ak->ijk", w, wt, wt, wt)
+        t2 = jnp.sum(tt**2)
+        tau = (w * norms) @ wt
+        tau2 = tau @ tau
+    return t2, tau2, kappa
+
+
+def scalar_cumulant(family: Family, theta):
+    """Route ``cumulant``: closed form from the moments of the keys under ``p`` (softmax-linear only)."""
+    if family.kind != "softmax-linear":
+        raise ValueError(f"method='cumulant' needs a softmax-linear family (categorical/attention); {family.name} is {family.kind}")
+    t2, tau2, kappa = cumulant_contractions(*fisher.softmax_atoms(family, theta))
+    r = 0.25 * (t2 - tau2)
+    return r, (t2 + tau2) / jnp.abs(r), kappa
+
+
+ROUTES = {"levi-civita": scalar_levi_civita, "hessian": scalar_hessian, "cumulant": scalar_cumulant}
+
+
+def default_route(family: Family) -> str:
+    return {"softmax-linear": "cumulant", "exponential": "hessian", "discrete": "levi-civita"}[family.kind]

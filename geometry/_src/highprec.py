@@ -1,0 +1,226 @@
+r"""Arbitrary-precision (mpmath) evaluation of the Fisher metric and scalar curvature at a point.
+
+This is the fallback of the precision-controlled :func:`geometry.scalar_curvature`
+and the oracle of the tests.  It works from the family's single definition:
+
+* softmax-linear families: the cumulant formula of :mod:`geometry._src.curvature`
+  evaluated with every intermediate in ``dps`` decimal digits, starting from the
+  exact binary values of the keys, scale and coordinates;
+* exponential families: :math:`\psi` lowered to sympy, differentiated exactly
+  (:math:`\nabla^2\psi`, :math:`\nabla^3\psi`), evaluated with mpmath, Hessian formula;
+* discrete families: the exact score-sum metric, lowered to sympy, its first and
+  second derivatives evaluated with mpmath and fed to the Levi-Civita formula.
+
+Every result comes with the same diagnostics as the float64 routes
+(cancellation factor and condition number) computed *in* high precision, and
+:func:`curvature` raises the working precision until the estimated error is
+below the requested tolerance.
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+
+import mpmath
+import numpy as np
+import sympy
+
+from .families import Family
+from .mathns import MPMATH, SYMPY
+
+MAX_DPS = 4000
+
+
+class SingularMetric(ArithmeticError):
+    """The metric is singular (not positive definite) even in high precision."""
+
+
+def _mpf(x):
+    return mpmath.mpf(float(x))  # exact: every float64 is a binary rational
+
+
+def _cholesky(g):
+    m = g.rows
+    try:
+        return mpmath.cholesky(g)
+    except (ZeroDivisionError, ValueError) as exc:
+        evals = mpmath.eigsy(g, eigvals_only=True)
+        raise SingularMetric(f"metric is not positive definite (smallest eigenvalue {mpmath.nstr(min(evals), 5)})") from exc
+    finally:
+        del m
+
+
+def _kappa(g, ginv):
+    return mpmath.mnorm(g, "f") * mpmath.mnorm(ginv, "f")
+
+
+def softmax_atoms(family: Family, x):
+    ws, us = [], []
+    for h in family.heads:
+        keys = [[_mpf(v) for v in row] for row in h.keys]
+        s = _mpf(h.scale)
+        z = [s * mpmath.fsum(k * xi for k, xi in zip(row, x)) for row in keys]
+        logp = MPMATH.log_softmax(z)
+        p = [mpmath.exp(t) for t in logp]
+        m = len(x)
+        mean = [mpmath.fsum(p[i] * keys[i][j] for i in range(len(p))) for j in range(m)]
+        for i in range(len(p)):
+            ws.append(p[i])
+            us.append([s * (keys[i][j] - mean[j]) for j in range(m)])
+    return ws, us
+
+
+def _cumulant(family: Family, x):
+    w, u = softmax_atoms(family, x)
+    n, m = len(w), len(x)
+    g = mpmath.matrix(m, m)
+    for i in range(m):
+        for j in range(i, m):
+            g[i, j] = g[j, i] = mpmath.fsum(w[a] * u[a][i] * u[a][j] for a in range(n))
+    chol = _cholesky(g)
+    linv = mpmath.inverse(chol)
+    ginv = linv.T * linv
+    wt = [[mpmath.fsum(linv[i, j] * u[a][j] for j in range(i + 1)) for i in range(m)] for a in range(n)]
+    norms = [mpmath.fsum(c * c for c in row) for row in wt]
+    if n <= m * m:
+        gram = [[mpmath.fsum(wt[a][i] * wt[b][i] for i in range(m)) for b in range(n)] for a in range(n)]
+        t2 = mpmath.fsum(w[a] * w[b] * gram[a][b] ** 3 for a in range(n) for b in range(n))
+        tau2 = mpmath.fsum(w[a] * w[b] * norms[a] * norms[b] * gram[a][b] for a in range(n) for b in range(n))
+    else:
+        tt = {}
+        for i, j, k in itertools.combinations_with_replacement(range(m), 3):
+            tt[i, j, k] = mpmath.fsum(w[a] * wt[a][i] * wt[a][j] * wt[a][k] for a in range(n))
+        t2 = mpmath.fsum(tt[tuple(sorted(idx))] ** 2 for idx in itertools.product(range(m), repeat=3))
+        tau = [mpmath.fsum(w[a] * norms[a] * wt[a][i] for a in range(n)) for i in range(m)]
+        tau2 = mpmath.fsum(t * t for t in tau)
+    return t2, tau2, _kappa(g, ginv)
+
+
+def _hessian_contractions(g, t):
+    m = g.rows
+    chol = _cholesky(g)
+    linv = mpmath.inverse(chol)
+    ginv = linv.T * linv
+    # whiten: tw_abc = Linv_ai Linv_bj Linv_ck T_ijk
+    tw = np.empty((m, m, m), dtype=object)
+    for a, b, c in itertools.product(range(m), repeat=3):
+        tw[a, b, c] = mpmath.fsum(
+            linv[a, i] * linv[b, j] * linv[c, k] * t[i][j][k]
+            for i in range(a + 1)
+            for j in range(b + 1)
+            for k in range(c + 1)
+        )
+    t2 = mpmath.fsum(v * v for v in tw.flat)
+    tau = [mpmath.fsum(tw[a, a, c] for a in range(m)) for c in range(m)]
+    tau2 = mpmath.fsum(v * v for v in tau)
+    return t2, tau2, _kappa(g, ginv)
+
+
+@functools.lru_cache(maxsize=64)
+def _psi_jets(family: Family):
+    """Exact ``hess psi`` and ``grad^3 psi`` in natural coordinates, lambdified for mpmath."""
+    eta = sympy.symbols(f"eta0:{family.dim}", real=True)
+    psi = family.log_partition(list(eta), SYMPY)
+    hess = [[sympy.diff(psi, eta[i], eta[j]) for j in range(family.dim)] for i in range(family.dim)]
+    third = [[[sympy.diff(hess[i][j], eta[k]) for k in range(family.dim)] for j in range(family.dim)] for i in range(family.dim)]
+    return sympy.lambdify(eta, hess, modules="mpmath"), sympy.lambdify(eta, third, modules="mpmath")
+
+
+def _hessian(family: Family, theta):
+    hess_fn, third_fn = _psi_jets(family)
+    eta = theta if family.natural is None else family.natural(theta, MPMATH)
+    g = mpmath.matrix(hess_fn(*eta))
+    return _hessian_contractions(g, third_fn(*eta))
+
+
+@functools.lru_cache(maxsize=64)
+def _metric_jets(family: Family):
+    """Exact score-sum metric of a discrete family and its first two derivatives, for mpmath."""
+    th = sympy.symbols(f"theta0:{family.dim}", real=True)
+    lp = family.log_probs(list(th), SYMPY)
+    d = family.dim
+    g = [[sympy.Add(*[sympy.exp(l) * sympy.diff(l, th[i]) * sympy.diff(l, th[j]) for l in lp]) for j in range(d)] for i in range(d)]
+    dg = [[[sympy.diff(g[i][j], th[k]) for k in range(d)] for j in range(d)] for i in range(d)]
+    ddg = [[[[sympy.diff(dg[i][j][k], th[l]) for l in range(d)] for k in range(d)] for j in range(d)] for i in range(d)]
+    return tuple(sympy.lambdify(th, e, modules="mpmath") for e in (g, dg, ddg))
+
+
+def levi_civita_from_jets(g, dg, ddg):
+    """Scalar curvature and diagnostics (mpmath) from ``g``, ``dg[i][j][k]``, ``ddg[i][j][k][l]``.
+
+    Uses the coordinate formula (conventions of :mod:`geometry._src.curvature`)
+    :math:`\\partial_m\\Gamma^k_{ij} = g^{kl}\\partial_m\\Gamma_{lij} - g^{ka}\\partial_m g_{ab}\\Gamma^b_{ij}`.
+    """
+    d = g.rows
+    try:
+        ginv = mpmath.inverse(g)
+    except ZeroDivisionError as exc:
+        raise SingularMetric("metric is singular") from exc
+    rng = range(d)
+    first = {(l, i, j): (dg[j][l][i] + dg[i][l][j] - dg[i][j][l]) / 2 for l in rng for i in rng for j in rng}
+    dfirst = {
+        (l, i, j, m): (ddg[j][l][i][m] + ddg[i][l][j][m] - ddg[i][j][l][m]) / 2
+        for l in rng for i in rng for j in rng for m in rng
+    }
+    gam = {(k, i, j): mpmath.fsum(ginv[k, l] * first[l, i, j] for l in rng) for k in rng for i in rng for j in rng}
+    dgam = {}
+    for k, i, j, m in itertools.product(rng, repeat=4):
+        dgam[k, i, j, m] = mpmath.fsum(ginv[k, l] * dfirst[l, i, j, m] for l in rng) - mpmath.fsum(
+            ginv[k, a] * dg[a][b][m] * gam[b, i, j] for a in rng for b in rng
+        )
+    total, mag = [], []
+    for s, n in itertools.product(rng, repeat=2):
+        for r in rng:  # Ricci_{sn} = R^r_{s r n}, mu = r
+            terms = [dgam[r, n, s, r], -dgam[r, r, s, n]]
+            terms += [gam[r, r, l] * gam[l, n, s] for l in rng]
+            terms += [-gam[r, n, l] * gam[l, r, s] for l in rng]
+            total.append(ginv[s, n] * mpmath.fsum(terms))
+            mag.append(abs(ginv[s, n]) * mpmath.fsum(abs(t) for t in terms))
+    r = mpmath.fsum(total)
+    return r, mpmath.fsum(mag), _kappa(g, ginv)
+
+
+def _levi_civita(family: Family, theta):
+    g_fn, dg_fn, ddg_fn = _metric_jets(family)
+    r, mag, kappa = levi_civita_from_jets(mpmath.matrix(g_fn(*theta)), dg_fn(*theta), ddg_fn(*theta))
+    return r, mag, kappa
+
+
+def evaluate(family: Family, theta, dps: int):
+    """One evaluation at ``dps`` digits: ``(R, scale, kappa)`` with ``scale`` the cancellation magnitude."""
+    with mpmath.workdps(dps):
+        x = [_mpf(t) for t in theta]
+        if family.dim == 1:
+            return mpmath.mpf(0), mpmath.mpf(0), mpmath.mpf(1)
+        if family.kind == "softmax-linear":
+            t2, tau2, kappa = _cumulant(family, x)
+        elif family.kind == "exponential":
+            t2, tau2, kappa = _hessian(family, x)
+        else:
+            return _levi_civita(family, x)
+        return (t2 - tau2) / 4, (t2 + tau2) / 4, kappa
+
+
+def curvature(family: Family, theta, rtol: float = 1e-8, dps: int = 40):
+    """Scalar curvature in arbitrary precision, to relative tolerance ``rtol``.
+
+    Returns ``(R as mpf, estimated relative error, dps used)``.  The working
+    precision is raised until ``10**-dps * scale/|R| * kappa * 100 <= rtol``.
+    Raises :class:`SingularMetric` when the metric is singular.
+    """
+    if not family.lowerable:
+        raise NotImplementedError(f"{family.name} is defined by a plain JAX function and cannot be lowered to mpmath")
+    target = -np.log10(rtol)
+    while True:
+        r, scale, kappa = evaluate(family, theta, dps)
+        if r == 0 and scale == 0:
+            return r, 0.0, dps
+        lost = float(mpmath.log10(scale / abs(r) * kappa * 100)) if r != 0 else float("inf")
+        if dps >= lost + target + 5:
+            return r, float(10 ** (lost - dps)), dps
+        if dps >= MAX_DPS:
+            with mpmath.workdps(30):
+                err = float(10 ** (float(mpmath.log10(scale * kappa * 100)) - dps))
+            return r, err / max(abs(float(r)), 1e-300), dps
+        dps = int(min(MAX_DPS, max(lost + target + 10, dps * 2)))

@@ -1,0 +1,135 @@
+"""Small math namespaces that let one family definition lower to JAX, sympy and mpmath.
+
+A family's defining function is written once against a namespace ``xp``::
+
+    def log_partition(eta, xp):
+        return -xp.log(-eta[0])
+
+and the toolkit calls it with ``xp = JAX`` (numeric, differentiable, float64),
+``xp = SYMPY`` (exact, symbolic) or ``xp = MPMATH`` (arbitrary precision).
+Only the handful of operations below are guaranteed in every namespace; a
+definition that needs something else can still be handed in as a plain JAX
+function (numeric side only).
+
+Vectors are ``jax.Array`` for JAX and Python lists for sympy / mpmath; index
+them with ``v[i]`` and build them with ``xp.vector([...])``.
+"""
+
+from __future__ import annotations
+
+import math
+from types import SimpleNamespace
+
+import jax
+import jax.numpy as jnp
+import mpmath
+import numpy as np
+import sympy
+
+jax.config.update("jax_enable_x64", True)
+
+__all__ = ["JAX", "SYMPY", "MPMATH", "stable_log_softmax"]
+
+
+def stable_log_softmax(z):
+    r"""``log softmax(z)`` accurate to relative precision in every entry (JAX).
+
+    The usual ``z - logsumexp(z)`` rounds :math:`\log p_{\max} = -\log(1+s)` to
+    exactly 0 once :math:`s = \sum_{j \ne \max} e^{z_j - z_{\max}} < 10^{-16}`,
+    which loses the whole contribution of the dominant outcome to the entropy
+    at low entropy.  We compute :math:`s` without the dominant term and use
+    ``log1p``:  :math:`\log p_i = z_i - z_{\max} - \operatorname{log1p}(s)`.
+    """
+    z = jnp.asarray(z)
+    i_max = jnp.argmax(z, axis=-1)
+    z_max = jnp.take_along_axis(z, i_max[..., None], axis=-1)
+    d = z - z_max
+    not_max = jnp.arange(z.shape[-1]) != i_max[..., None]
+    s = jnp.sum(jnp.where(not_max, jnp.exp(d), 0.0), axis=-1, keepdims=True)
+    return d - jnp.log1p(s)
+
+
+def _jax_logsumexp(z):
+    z = jnp.asarray(z)
+    z_max = jnp.max(z)
+    return z_max + jnp.log(jnp.sum(jnp.exp(z - z_max)))
+
+
+JAX = SimpleNamespace(
+    name="jax",
+    exp=jnp.exp,
+    log=jnp.log,
+    log1p=jnp.log1p,
+    sqrt=jnp.sqrt,
+    lgamma=jax.scipy.special.gammaln,
+    pi=jnp.pi,
+    sum=lambda v: jnp.sum(jnp.asarray(v)),
+    vector=lambda items: jnp.stack([jnp.asarray(t) for t in items]),
+    matvec=lambda a, x: jnp.asarray(a) @ jnp.asarray(x),
+    logsumexp=_jax_logsumexp,
+    log_softmax=stable_log_softmax,
+)
+
+
+def _seq_matvec(mul, add):
+    def matvec(a, x):
+        a = np.asarray(a)
+        return [add([mul(a[i, j], x[j]) for j in range(a.shape[1])]) for i in range(a.shape[0])]
+
+    return matvec
+
+
+def _sympy_const(c):
+    c = float(c)
+    return sympy.Rational(c) if c != int(c) else sympy.Integer(int(c))
+
+
+def _sympy_logsumexp(z):
+    return sympy.log(sympy.Add(*[sympy.exp(t) for t in z]))
+
+
+SYMPY = SimpleNamespace(
+    name="sympy",
+    exp=sympy.exp,
+    log=sympy.log,
+    log1p=lambda t: sympy.log(1 + t),
+    sqrt=sympy.sqrt,
+    lgamma=sympy.loggamma,
+    pi=sympy.pi,
+    sum=lambda v: sympy.Add(*list(v)),
+    vector=list,
+    matvec=_seq_matvec(lambda c, t: _sympy_const(c) * t, lambda terms: sympy.Add(*terms)),
+    logsumexp=_sympy_logsumexp,
+    log_softmax=lambda z: [t - _sympy_logsumexp(z) for t in z],
+)
+
+
+def _mp_logsumexp(z):
+    z_max = max(z)
+    return z_max + mpmath.log(mpmath.fsum(mpmath.exp(t - z_max) for t in z))
+
+
+def _mp_log_softmax(z):
+    # Same cancellation-free form as ``stable_log_softmax``.
+    i_max = max(range(len(z)), key=lambda i: z[i])
+    s = mpmath.fsum(mpmath.exp(z[j] - z[i_max]) for j in range(len(z)) if j != i_max)
+    lse = mpmath.log1p(s)
+    return [z[i] - z[i_max] - lse for i in range(len(z))]
+
+
+MPMATH = SimpleNamespace(
+    name="mpmath",
+    exp=mpmath.exp,
+    log=mpmath.log,
+    log1p=mpmath.log1p,
+    sqrt=mpmath.sqrt,
+    lgamma=mpmath.loggamma,
+    pi=mpmath.pi,
+    sum=lambda v: mpmath.fsum(v),
+    vector=list,
+    matvec=_seq_matvec(lambda c, t: mpmath.mpf(float(c)) * t, mpmath.fsum),
+    logsumexp=_mp_logsumexp,
+    log_softmax=_mp_log_softmax,
+)
+
+del math

@@ -1,0 +1,90 @@
+"""Input validation and chunked, jit-compiled batching over leading axes of ``theta``."""
+
+from __future__ import annotations
+
+import functools
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from .families import Family
+
+DEFAULT_CHUNK = 4096
+
+
+def check_family(family) -> Family:
+    if not isinstance(family, Family):
+        raise TypeError(
+            f"family must be a geometry.Family (build one with geometry.categorical, attention, "
+            f"gaussian, exponential_family, ...), got {type(family).__name__}"
+        )
+    return family
+
+
+def as_points(family: Family, theta, name: str = "theta"):
+    """Validate ``theta`` of shape ``(..., dim)``; return ``(flat (N, dim) float64, leading shape)``."""
+    if isinstance(theta, (str, bytes)) or theta is None:
+        raise TypeError(f"{name} must be an array of shape (..., {family.dim}), got {type(theta).__name__}")
+    arr = np.asarray(theta)
+    if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):
+        raise TypeError(f"{name} must be a real array of shape (..., {family.dim}), got dtype {arr.dtype}")
+    if np.iscomplexobj(arr):
+        raise TypeError(f"{name} must be real, got complex dtype {arr.dtype}")
+    arr = arr.astype(np.float64)
+    if arr.ndim == 0 or arr.shape[-1] != family.dim:
+        raise ValueError(
+            f"{name} must have shape (..., {family.dim}) for {family.name} (its last axis holds the "
+            f"{family.dim} coordinates), got shape {arr.shape}. "
+            + ("For a single point of a 1-d family pass [value]." if family.dim == 1 else "")
+        )
+    lead = arr.shape[:-1]
+    flat = arr.reshape(-1, family.dim)
+    finite = np.isfinite(flat).all(axis=1)
+    if not finite.all():
+        i = int(np.flatnonzero(~finite)[0])
+        raise ValueError(
+            f"{name} contains NaN or inf ({int((~finite).sum())} of {flat.shape[0]} points; first at flat "
+            f"index {i}: {flat[i].tolist()}). Remove or replace those points; curvature needs finite coordinates."
+        )
+    if family.domain is not None and flat.shape[0]:
+        msg = family.domain(flat)
+        if msg:
+            raise ValueError(f"{name} is outside the domain of {family.name}: {msg}")
+    return flat, lead
+
+
+@functools.lru_cache(maxsize=256)
+def _compiled(kernel: Callable, family: Family, chunk: int):
+    return jax.jit(jax.vmap(lambda t: kernel(family, t)))
+
+
+def map_points(kernel: Callable, family: Family, flat: np.ndarray, chunk_size: int | None = None, progress=None):
+    """Apply ``kernel(family, theta_row) -> pytree`` to every row of ``flat`` in fixed-size chunks.
+
+    Every chunk has the same shape (the last one is padded with copies of its
+    first row and trimmed afterwards), so a sweep compiles exactly once.
+    """
+    n = flat.shape[0]
+    chunk = int(chunk_size or DEFAULT_CHUNK)
+    chunk = max(1, min(chunk, n)) if n else 1
+    fn = _compiled(kernel, family, chunk)
+    outs = []
+    for start in range(0, n, chunk):
+        block = flat[start : start + chunk]
+        k = block.shape[0]
+        if k < chunk:
+            block = np.concatenate([block, np.repeat(block[:1], chunk - k, axis=0)])
+        res = fn(jnp.asarray(block))
+        outs.append(jax.tree_util.tree_map(lambda a: np.asarray(a)[:k], res))
+        if progress is not None:
+            progress(k)
+    if not outs:
+        probe = jax.eval_shape(lambda t: kernel(family, t), jax.ShapeDtypeStruct((family.dim,), jnp.float64))
+        return jax.tree_util.tree_map(lambda s: np.zeros((0,) + s.shape, s.dtype), probe)
+    return jax.tree_util.tree_map(lambda *a: np.concatenate(a, axis=0), *outs)
+
+
+def unflatten(tree, lead):
+    return jax.tree_util.tree_map(lambda a: a.reshape(lead + a.shape[1:]), tree)
