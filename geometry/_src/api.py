@@ -182,10 +182,10 @@ def _route_kernel(route):
 
     def kernel(family, theta):
         r, cancel, kappa = fn(family, theta)
-        g = _fisher.metric(family, theta)
-        lam_min = jnp.linalg.eigvalsh(g)[0] if family.kind != "softmax-linear" else jnp.array(1.0)
-        lam_max = jnp.max(jnp.abs(jnp.diagonal(g)))
-        return r, cancel, kappa, lam_min / lam_max
+        if family.kind == "softmax-linear":  # definite by construction (centred keys have rank m)
+            return r, cancel, kappa, jnp.ones_like(r)
+        lam = jnp.linalg.eigvalsh(_fisher.metric(family, theta))
+        return r, cancel, kappa, lam[0] / jnp.max(jnp.abs(lam))
 
     kernel.__name__ = f"scalar_{route}"
     return kernel
