@@ -41,14 +41,31 @@ def _mpf(x):
 
 
 def _cholesky(g):
+    """Lower Cholesky factor in the working precision (mpmath's own uses an absolute tolerance of eps,
+    which rejects the perfectly definite but tiny metrics of low-entropy points)."""
     m = g.rows
-    try:
-        return mpmath.cholesky(g)
-    except (ZeroDivisionError, ValueError) as exc:
-        evals = mpmath.eigsy(g, eigvals_only=True)
-        raise SingularMetric(f"metric is not positive definite (smallest eigenvalue {mpmath.nstr(min(evals), 5)})") from exc
-    finally:
-        del m
+    chol = mpmath.matrix(m, m)
+    for j in range(m):
+        s = g[j, j] - mpmath.fsum(chol[j, k] ** 2 for k in range(j))
+        if not s > 0:
+            raise SingularMetric(
+                f"metric is not positive definite at {mpmath.mp.dps} digits (pivot {j} = {mpmath.nstr(s, 5)})"
+            )
+        chol[j, j] = mpmath.sqrt(s)
+        for i in range(j + 1, m):
+            chol[i, j] = (g[i, j] - mpmath.fsum(chol[i, k] * chol[j, k] for k in range(j))) / chol[j, j]
+    return chol
+
+
+def _inverse_lower(chol):
+    """Inverse of a lower-triangular matrix by forward substitution (no absolute pivot tolerance)."""
+    m = chol.rows
+    inv = mpmath.matrix(m, m)
+    for j in range(m):
+        inv[j, j] = 1 / chol[j, j]
+        for i in range(j + 1, m):
+            inv[i, j] = -mpmath.fsum(chol[i, k] * inv[k, j] for k in range(j, i)) / chol[i, i]
+    return inv
 
 
 def _kappa(g, ginv):
@@ -79,7 +96,7 @@ def _cumulant(family: Family, x):
         for j in range(i, m):
             g[i, j] = g[j, i] = mpmath.fsum(w[a] * u[a][i] * u[a][j] for a in range(n))
     chol = _cholesky(g)
-    linv = mpmath.inverse(chol)
+    linv = _inverse_lower(chol)
     ginv = linv.T * linv
     wt = [[mpmath.fsum(linv[i, j] * u[a][j] for j in range(i + 1)) for i in range(m)] for a in range(n)]
     norms = [mpmath.fsum(c * c for c in row) for row in wt]
@@ -100,7 +117,7 @@ def _cumulant(family: Family, x):
 def _hessian_contractions(g, t):
     m = g.rows
     chol = _cholesky(g)
-    linv = mpmath.inverse(chol)
+    linv = _inverse_lower(chol)
     ginv = linv.T * linv
     # whiten: tw_abc = Linv_ai Linv_bj Linv_ck T_ijk
     tw = np.empty((m, m, m), dtype=object)
@@ -153,10 +170,8 @@ def levi_civita_from_jets(g, dg, ddg):
     :math:`\\partial_m\\Gamma^k_{ij} = g^{kl}\\partial_m\\Gamma_{lij} - g^{ka}\\partial_m g_{ab}\\Gamma^b_{ij}`.
     """
     d = g.rows
-    try:
-        ginv = mpmath.inverse(g)
-    except ZeroDivisionError as exc:
-        raise SingularMetric("metric is singular") from exc
+    linv = _inverse_lower(_cholesky(g))
+    ginv = linv.T * linv
     rng = range(d)
     first = {(l, i, j): (dg[j][l][i] + dg[i][l][j] - dg[i][j][l]) / 2 for l in rng for i in rng for j in rng}
     dfirst = {
@@ -213,7 +228,13 @@ def curvature(family: Family, theta, rtol: float = 1e-8, dps: int = 40):
         raise NotImplementedError(f"{family.name} is defined by a plain JAX function and cannot be lowered to mpmath")
     target = -np.log10(rtol)
     while True:
-        r, scale, kappa = evaluate(family, theta, dps)
+        try:
+            r, scale, kappa = evaluate(family, theta, dps)
+        except SingularMetric:
+            if dps >= 400:
+                raise
+            dps *= 4  # a definite but badly conditioned metric can look singular at low precision
+            continue
         if r == 0 and scale == 0:
             return r, 0.0, dps
         lost = float(mpmath.log10(scale / abs(r) * kappa * 100)) if r != 0 else float("inf")

@@ -43,8 +43,10 @@ def stable_log_softmax(z):
     z = jnp.asarray(z)
     i_max = jnp.argmax(z, axis=-1)
     z_max = jnp.take_along_axis(z, i_max[..., None], axis=-1)
-    d = z - z_max
     not_max = jnp.arange(z.shape[-1]) != i_max[..., None]
+    # XLA may recompute ``z`` inside different fusions with different rounding, so
+    # ``z[i_max] - z_max`` is not guaranteed to be 0: pin it.
+    d = jnp.where(not_max, z - z_max, 0.0)
     s = jnp.sum(jnp.where(not_max, jnp.exp(d), 0.0), axis=-1, keepdims=True)
     return d - jnp.log1p(s)
 

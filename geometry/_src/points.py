@@ -68,7 +68,8 @@ def map_points(kernel: Callable, family: Family, flat: np.ndarray, chunk_size: i
     """
     n = flat.shape[0]
     chunk = int(chunk_size or DEFAULT_CHUNK)
-    chunk = max(1, min(chunk, n)) if n else 1
+    if n < chunk:  # round small batches up to a power of two: few distinct shapes, few compilations
+        chunk = 1 << max(0, int(n - 1).bit_length()) if n else 1
     fn = _compiled(kernel, family, chunk)
     outs = []
     for start in range(0, n, chunk):
