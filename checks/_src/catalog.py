@@ -2,3 +2,7 @@
 
 Add one line per module.  An import error here is a bug and must be loud.
 """
+
+from . import metric  # noqa: F401,E402  metric-is-fisher, temperature-invariance
+from . import law  # noqa: F401,E402  linear-law, decreasing-in-entropy, high-entropy-negative, lemma-any-fisher-metric
+from . import limits  # noqa: F401,E402  low-entropy-limit, distances-blow-up

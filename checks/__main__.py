@@ -1,0 +1,3 @@
+from ._src.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,167 @@
+r"""The low-entropy end: R along rays toward a vertex, and Fisher--Rao distances there.
+
+A ray :math:`x(t) = t\,v` in query space sends ``p`` to the vertex of the key
+:math:`k_a = \arg\max_i k_i\cdot v`; the entropy falls like :math:`e^{-ct}`.  We
+pick ``t`` so that ``log H`` is evenly spaced from ``RAY_H_MAX`` down to
+``RAY_H_MIN = 1e-30``.  Curvatures there need 40--100 digits; they come from the
+precision-controlled default of ``geometry.scalar_curvature`` (rtol 1e-8).
+
+Distances: on the simplex, the Fisher--Rao distance is
+:math:`d(p, q) = 2\arccos\sum_i\sqrt{p_i q_i}` (the image of :math:`p\mapsto 2\sqrt p`
+on the sphere of radius 2; Amari & Nagaoka 2000, sec. 2.5), so every distance is
+at most the diameter :math:`\pi`.  For attention, the length of the ray itself,
+:math:`L(t) = \int_{t_0}^{t}\sqrt{v^\top g(sv)\,v}\,ds`, bounds the induced
+geodesic distance from above.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+import figures
+import geometry
+
+from . import sweep, verdicts
+from .registry import Result, Threshold, register
+
+RAY_H_MAX = 0.3
+RAY_H_MIN = 1e-30
+RAY_POINTS, RAY_POINTS_QUICK = 14, 8
+#: fit the growth exponent on the points with H below this
+GROWTH_FIT_H_MAX = 1e-3
+LIMIT_TIME_BUDGET = 90.0
+LIMIT_TIME_BUDGET_QUICK = 20.0
+#: fine t grid used to place the ray points and to integrate the ray length
+T_GRID = np.geomspace(1e-3, 1e5, 4000)
+
+
+def _ray_families(ctx):
+    data = sweep.sweep(ctx)
+    want = ["categorical n=3", "attention n=4 m=2 keys#0", "attention n=16 m=3 keys#0"]
+    if not ctx.quick:
+        want += ["categorical n=6", "attention n=8 m=2 keys#0", "attention n=32 m=2 keys#0", "multihead h=2 n=4 m=2"]
+    return [s for s in data if s.name in want]
+
+
+def _ray_direction(rng, fam):
+    v = rng.normal(size=fam.dim)
+    return v / np.linalg.norm(v)
+
+
+def _ray_ts(fam, v, k):
+    h = sweep.entropy(fam, T_GRID[:, None] * v)
+    targets = np.exp(np.linspace(np.log(RAY_H_MAX), np.log(RAY_H_MIN), k))
+    mono = np.all(np.diff(h) <= 0) and h[-1] < RAY_H_MIN and h[0] > RAY_H_MAX
+    if not mono:
+        return None
+    return np.interp(np.log(targets), np.log(h[::-1]), T_GRID[::-1])
+
+
+def rays(ctx):
+    """``[(sweep, v, t, x)]`` one ray per family (cached on the sweep object)."""
+    out = []
+    for i, s in enumerate(_ray_families(ctx)):
+        rng = ctx.rng(500 + i)
+        for _ in range(20):  # a direction along which H falls through the whole range
+            v = _ray_direction(rng, s.family)
+            t = _ray_ts(s.family, v, RAY_POINTS_QUICK if ctx.quick else RAY_POINTS)
+            if t is not None:
+                out.append((s, v, t))
+                break
+    return out
+
+
+@register("low-entropy-limit", "When H → 0, R → C·α (a finite positive limit)", order=40)
+def low_entropy_limit(ctx) -> Result:
+    thresholds = [
+        Threshold("GROWTH_EXPONENT_MAX", verdicts.GROWTH_EXPONENT_MAX, "per ray: R finite if |k| <= value in |R| ~ H^k (fit on H < 1e-3)"),
+        Threshold("LIMIT_SIGN_MIN", 0.0, "per ray: the limit must be > value (claimed C·α > 0)"),
+        Threshold("RAY_H_MIN", RAY_H_MIN, "rays are followed down to H = value (nats)"),
+    ]
+    points: dict = {}
+    rows, plot = [], []
+    budget = LIMIT_TIME_BUDGET_QUICK if ctx.quick else LIMIT_TIME_BUDGET
+    rs = rays(ctx)
+    bar = ctx.bar(total=len(rs), desc="rays to vertices")
+    for s, v, t in rs:
+        x = t[:, None] * v
+        r, counts = sweep.curvature(s.family, x, time_budget=budget)
+        sweep.add_counts(points, counts)
+        h = sweep.entropy(s.family, x)
+        low = h < GROWTH_FIT_H_MAX
+        k = verdicts.growth_exponent(h[low], r[low])
+        fin = np.isfinite(r)
+        r_last = float(r[fin][-1]) if fin.any() else float("nan")
+        ok, why = verdicts.limit_family(k, r_last)
+        rows.append(dict(family=s.name, H=h.tolist(), R=r.tolist(), growth_exponent=k, R_at_smallest_H=r_last,
+                         smallest_H=float(h[fin][-1]) if fin.any() else float("nan"), holds=ok, why=why, points=counts))
+        plot.append(dict(label=s.name, H=h, R=r, exponent=k))
+        bar.update(1)
+    bar.close()
+    n_hold = sum(r["holds"] for r in rows)
+    diverge = [r for r in rows if not abs(r["growth_exponent"]) <= verdicts.GROWTH_EXPONENT_MAX]
+    fig = figures.low_entropy_loglog(plot, ctx.figure_path("low_entropy_loglog.png"),
+                                     f"|R| as H → 0: finite positive limit on {n_hold} of {len(rows)} rays; R diverges on {len(diverge)}")
+    summary = f"Finite positive limit on {n_hold} of {len(rows)} rays down to H ≈ {RAY_H_MIN:g}. " + "; ".join(
+        f"{r['family']}: k = {r['growth_exponent']:.3f}, R({r['smallest_H']:.1e}) = {r['R_at_smallest_H']:.3g}" for r in rows
+    ) + "."
+    return Result(verdicts.aggregate(n_hold, len(rows)), thresholds, dict(rays=rows), [fig.split("/")[-1]], points, summary)
+
+
+def fisher_rao_simplex(p, q):
+    r"""Fisher--Rao distance :math:`2\arccos\sum_i\sqrt{p_i q_i}` between rows of ``p`` and ``q`` (radians)."""
+    bc = np.sum(np.sqrt(np.asarray(p) * np.asarray(q)), axis=-1)
+    return 2.0 * np.arccos(np.clip(bc, -1.0, 1.0))
+
+
+@register("distances-blow-up", "Low entropy makes distances blow up; nearby points become disconnected", order=60)
+def distances_blow_up(ctx) -> Result:
+    thresholds = [
+        Threshold("DISTANCE_GROWTH_MIN", verdicts.DISTANCE_GROWTH_MIN,
+                  "per ray: blow-up if the ray length from H=0.3 grows by >= value between H=1e-3 and H=1e-30"),
+        Threshold("SIMPLEX_DIAMETER", verdicts.SIMPLEX_DIAMETER, "every Fisher-Rao distance on the simplex is <= value"),
+    ]
+    rows = []
+    rs = rays(ctx)
+    points = {"total": 0, "float64": 0, "high_precision": 0, "undefined": 0, "not_computed_budget": 0, "untrusted": 0}
+    for s, v, t in rs:
+        fam = s.family
+        h_grid = sweep.entropy(fam, T_GRID[:, None] * v)
+        use = (h_grid <= RAY_H_MAX * 1.0001) & (h_grid >= RAY_H_MIN * 0.9999)
+        tg = T_GRID[use]
+        xg = tg[:, None] * v
+        g = np.asarray(geometry.fisher_metric(fam, xg))
+        speed = np.sqrt(np.maximum(np.einsum("i,nij,j->n", v, g, v), 0.0))
+        length = np.concatenate([[0.0], np.cumsum(0.5 * (speed[1:] + speed[:-1]) * np.diff(tg))])
+        hg = h_grid[use]
+        l_ref = float(np.interp(np.log(1e-3), np.log(hg[::-1]), length[::-1]))
+        l_far = float(length[-1])
+        lam = np.linalg.eigvalsh(g)
+        ps = sweep.probs(fam, xg)
+        d_fr = sum(fisher_rao_simplex(p, p[:1]) ** 2 for p in ps) ** 0.5  # product of simplices: distances add in quadrature
+        rows.append(dict(
+            family=fam.name if s.group != "categorical" else s.name,
+            ray_length_to_H_1em3=l_ref, ray_length_to_H_min=l_far, H_min=float(hg[-1]),
+            fisher_rao_to_far_end=float(d_fr[-1]), fisher_rao_max=float(d_fr.max()),
+            metric_eig_max_start=float(lam[0, -1]), metric_eig_max_end=float(lam[-1, -1]),
+            metric_eig_min_end=float(lam[-1, 0]),
+            blow_up=verdicts.distances_blow_up(l_ref, l_far),
+        ))
+    # categorical simplex: random pairs, including near-vertex ones, never exceed pi
+    rng = ctx.rng(600)
+    n = 6
+    logits = rng.normal(size=(4000, 2, n)) * np.exp(rng.uniform(0, np.log(80), size=(4000, 2, 1)))
+    p = np.exp(sweep.softmax_log_probs(logits))
+    d = fisher_rao_simplex(p[:, 0], p[:, 1])
+    n_blow = sum(r["blow_up"] for r in rows)
+    verdict = verdicts.aggregate(n_blow, len(rows))
+    within = bool(d.max() <= verdicts.SIMPLEX_DIAMETER)
+    summary = (
+        f"Ray length (an upper bound on the induced distance) grows by >= {verdicts.DISTANCE_GROWTH_MIN:g}x from H=1e-3 to "
+        f"H=1e-30 on {n_blow} of {len(rows)} rays; it converges: "
+        + "; ".join(f"{r['family']}: {r['ray_length_to_H_1em3']:.4f} → {r['ray_length_to_H_min']:.4f}" for r in rows)
+        + f". Largest metric eigenvalue at H=1e-30: {max(r['metric_eig_max_end'] for r in rows):.2e} (it shrinks, not grows). "
+        f"Simplex n={n}: max Fisher-Rao distance over 4000 random pairs {d.max():.4f} <= π: {within}."
+    )
+    return Result(verdict, thresholds, dict(rays=rows, simplex_pairs=dict(n=n, pairs=4000, max_distance=float(d.max()), within_diameter=within)),
+                  [], points, summary)
