@@ -33,6 +33,8 @@ LIMIT_TIME_BUDGET = 90.0
 LIMIT_TIME_BUDGET_QUICK = 20.0
 #: fine t grid used to place the ray points and to integrate the ray length
 T_GRID = np.geomspace(1e-3, 1e5, 4000)
+#: entropy at which the reference ray length is read off
+DISTANCE_REF_H = 1e-3
 
 
 def _ray_families(ctx):
@@ -54,7 +56,8 @@ def _ray_ts(fam, v, k):
     mono = np.all(np.diff(h) <= 0) and h[-1] < RAY_H_MIN and h[0] > RAY_H_MAX
     if not mono:
         return None
-    return np.interp(np.log(targets), np.log(h[::-1]), T_GRID[::-1])
+    with np.errstate(divide="ignore"):  # H underflows to 0 far out on the grid: log 0 = -inf sorts first, harmless
+        return np.interp(np.log(targets), np.log(h[::-1]), T_GRID[::-1])
 
 
 def rays(ctx):
@@ -134,7 +137,7 @@ def distances_blow_up(ctx) -> Result:
         speed = np.sqrt(np.maximum(np.einsum("i,nij,j->n", v, g, v), 0.0))
         length = np.concatenate([[0.0], np.cumsum(0.5 * (speed[1:] + speed[:-1]) * np.diff(tg))])
         hg = h_grid[use]
-        l_ref = float(np.interp(np.log(1e-3), np.log(hg[::-1]), length[::-1]))
+        l_ref = float(np.interp(np.log(DISTANCE_REF_H), np.log(hg[::-1]), length[::-1]))
         l_far = float(length[-1])
         lam = np.linalg.eigvalsh(g)
         ps = sweep.probs(fam, xg)

@@ -164,7 +164,7 @@ def random_keys(rng, n, m):
 def family_specs(seed: int, quick: bool) -> list:
     """The sweep's families as ``(name, group, family, sampler)``; deterministic in ``seed``."""
     specs = []
-    for n in (range(3, 9) if not quick else (3, 5, 8)):
+    for n in (range(3, 9) if not quick else (3, 8)):
         specs.append((f"categorical n={n}", "categorical", geometry.categorical(n),
                       lambda rng, k, d=n - 1: _radius_sample(rng, k, d, *LOGIT_RADIUS) * np.sqrt(d)))
     for n, t in ((4, 0.25), (4, 4.0)) if not quick else ((4, 4.0),):
