@@ -55,9 +55,30 @@ def as_points(family: Family, theta, name: str = "theta"):
     return flat, lead
 
 
+def _signature(family: Family):
+    """Split a family into a hashable static part and traced array parameters.
+
+    Softmax families differ only by their keys and scales, which are passed as
+    traced arguments: a sweep over many random key sets of one shape compiles once.
+    """
+    if family.kind == "softmax-linear":
+        shapes = tuple(h.keys.shape for h in family.heads)
+        params = tuple((jnp.asarray(h.keys), jnp.asarray(h.scale, jnp.float64)) for h in family.heads)
+        return ("softmax-linear", shapes), params
+    return family, ()
+
+
+def _rebuild(static, params):
+    if isinstance(static, Family):
+        return static
+    from .families import Head, _softmax_family
+
+    return _softmax_family([Head(k, s) for k, s in params], "traced", "")
+
+
 @functools.lru_cache(maxsize=256)
-def _compiled(kernel: Callable, family: Family, chunk: int):
-    return jax.jit(jax.vmap(lambda t: kernel(family, t)))
+def _compiled(kernel: Callable, static, chunk: int):
+    return jax.jit(jax.vmap(lambda params, t: kernel(_rebuild(static, params), t), in_axes=(None, 0)))
 
 
 def map_points(kernel: Callable, family: Family, flat: np.ndarray, chunk_size: int | None = None, progress=None):
@@ -70,14 +91,15 @@ def map_points(kernel: Callable, family: Family, flat: np.ndarray, chunk_size: i
     chunk = int(chunk_size or DEFAULT_CHUNK)
     if n < chunk:  # round small batches up to a power of two: few distinct shapes, few compilations
         chunk = 1 << max(0, int(n - 1).bit_length()) if n else 1
-    fn = _compiled(kernel, family, chunk)
+    static, params = _signature(family)
+    fn = _compiled(kernel, static, chunk)
     outs = []
     for start in range(0, n, chunk):
         block = flat[start : start + chunk]
         k = block.shape[0]
         if k < chunk:
             block = np.concatenate([block, np.repeat(block[:1], chunk - k, axis=0)])
-        res = fn(jnp.asarray(block))
+        res = fn(params, jnp.asarray(block))
         outs.append(jax.tree_util.tree_map(lambda a: np.asarray(a)[:k], res))
         if progress is not None:
             progress(k)
