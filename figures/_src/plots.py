@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 
 import matplotlib
+import matplotlib.colors
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -46,13 +47,20 @@ def r_vs_h_grid(panels, path, title, ncols=4):
         h, r = np.asarray(p["H"]), np.asarray(p["R"])
         ok = np.isfinite(h) & np.isfinite(r)
         ax.scatter(h[ok], r[ok], s=3, alpha=0.5, color="#1565c0", rasterized=True)
-        if p.get("fit") is not None and ok.any():
+        constant = ok.any() and np.ptp(r[ok]) <= 1e-7 * max(np.max(np.abs(r[ok])), 1e-300)
+        if p.get("fit") is not None and ok.any() and not constant:
             a, b = p["fit"]
             hh = np.linspace(h[ok].min(), h[ok].max(), 50)
             ax.plot(hh, a + b * hh, color="k", lw=1, label=f"OLS, R²={p.get('r2', float('nan')):.2f}")
             ax.legend(fontsize=7, loc="best")
-        if _needs_symlog(r[ok]):
+        if ok.any() and np.ptp(r[ok]) <= 1e-7 * max(np.max(np.abs(r[ok])), 1e-300):
+            c = float(np.median(r[ok]))  # constant curvature: do not magnify rounding noise
+            ax.set_ylim(c - max(1.0, 0.2 * abs(c)), c + max(1.0, 0.2 * abs(c)))
+            ax.text(0.5, 0.85, f"R = {c:.6g} constant (C = 0)", transform=ax.transAxes, ha="center", fontsize=7)
+        elif _needs_symlog(r[ok]):
             ax.set_yscale("symlog", linthresh=1.0)
+        else:
+            ax.ticklabel_format(axis="y", useOffset=False)
         ax.set_title(f"{p['name']}: {p.get('verdict', '')}", fontsize=8, color=VERDICT_COLOURS.get(p.get("verdict"), "k"))
         ax.set_xlabel("entropy H (nats)", fontsize=7)
         ax.set_ylabel("scalar curvature R", fontsize=7)
@@ -73,9 +81,11 @@ def curvature_entropy_fields(x1, x2, R, H, keys, path, title):
     """
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.6))
     rr = np.asarray(R, float)
-    lim = np.nanquantile(np.abs(rr), 0.98)
-    im0 = axes[0].pcolormesh(x1, x2, rr, cmap="RdBu_r", vmin=-lim, vmax=lim, shading="auto")
-    fig.colorbar(im0, ax=axes[0], label="scalar curvature R (clipped at 98th pct of |R|)")
+    lim = float(np.nanmax(np.abs(rr)))
+    lin = max(float(np.nanquantile(np.abs(rr), 0.2)), 1e-3)
+    norm = matplotlib.colors.SymLogNorm(linthresh=lin, vmin=-lim, vmax=lim)
+    im0 = axes[0].pcolormesh(x1, x2, rr, cmap="RdBu_r", norm=norm, shading="auto")
+    fig.colorbar(im0, ax=axes[0], label=f"scalar curvature R (symlog, linear for |R| < {lin:.2g})")
     cs = axes[0].contour(x1, x2, H, levels=8, colors="k", linewidths=0.6)
     axes[0].clabel(cs, fontsize=6, fmt="H=%.2f")
     axes[0].set_title("R(x) with level sets of H (black)", fontsize=9)
