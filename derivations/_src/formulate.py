@@ -121,7 +121,7 @@ class Formulation:
             return +out
 
     def exact_value(self, element, values):
-        """An algebra element at ``values`` (``{generator symbol: sympy number}``) as an exact sympy number.
+        r"""An algebra element at ``values`` (``{generator symbol: sympy number}``) as an exact sympy number.
 
         Rational values are substituted term by term in :math:`\mathbb{Q}` (fast, exact);
         anything else goes through ``sympy.cancel``.

@@ -458,7 +458,7 @@ def _log_prime_form(expr):
 
 
 def _limit_at_zero(expr, w):
-    """Exact :math:`\lim_{w\to 0^+}` of a rational function of ``w`` from its lowest-order terms."""
+    r"""Exact :math:`\lim_{w\to 0^+}` of a rational function of ``w`` from its lowest-order terms."""
     num, den = sympy.fraction(sympy.cancel(expr))
     pn, pd = sympy.Poly(num, w), sympy.Poly(den, w)
     (on,), cn = min(pn.terms())
