@@ -35,7 +35,10 @@ def test_documents_contain_the_computed_results(tmp_path):
     assert f"R = {sympy.latex(done['conventions'].results['sphere_R'])}" in conv
     hes = (tmp_path / "hessian-identity.md").read_text()
     assert sympy.latex(sympy.factor(done["hessian-identity"].results["R"])) in hes
-    assert "[Hessian metrics" in (tmp_path / "index.md").read_text()
+    index = (tmp_path / "index.md").read_text()
+    assert "[Hessian metrics" in index
+    rows = [line for line in index.splitlines() if line.startswith("| [")]
+    assert len(rows) == 2 and all(r.count("|") == 6 for r in rows)  # no stray | splitting the table
 
 
 @pytest.mark.slow

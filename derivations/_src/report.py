@@ -29,6 +29,11 @@ def render(d: Derivation) -> str:
     return "\n".join(lines)
 
 
+def _cell(text: str) -> str:
+    """A table cell: a bare ``|`` would split the GitHub table, so it becomes ``\\vert`` (inside math)."""
+    return text.replace("|", r"\vert ")
+
+
 def render_index(done: dict, total_exact: float, total_numeric: float) -> str:
     lines = [
         "# Exact Fisher geometry: derivations",
@@ -43,7 +48,8 @@ def render_index(done: dict, total_exact: float, total_numeric: float) -> str:
         status = "proven" if d.proven else "**NOT PROVEN**"
         if any(not r["ok"] for r in d.numeric):
             status += f" (numeric above `NUMERIC_RTOL` = {NUMERIC_RTOL:g})"
-        lines.append(f"| [{d.title}]({d.slug}.md) | {d.conclusion} | {d.seconds:.2f} | {d.numeric_seconds:.2f} | {status} |")
+        title, concl = _cell(d.title), _cell(d.conclusion)
+        lines.append(f"| [{title}]({d.slug}.md) | {concl} | {d.seconds:.2f} | {d.numeric_seconds:.2f} | {status} |")
     lines += ["", f"Total wall time: exact derivations **{total_exact:.1f} s**, numeric comparisons {total_numeric:.1f} s.", ""]
     return "\n".join(lines)
 

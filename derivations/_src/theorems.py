@@ -394,7 +394,7 @@ everywhere: $\partial R/\partial H = 0$.""",
 def hessian_identity() -> Derivation:
     r"""Generic 2-d Hessian metric :math:`g = \nabla^2\psi`: Levi-Civita R equals :math:`\tfrac14(|T|^2 - |\tau|^2)`."""
     t0 = time.perf_counter()
-    D = Derivation("hessian-identity", "Hessian metrics: $R = \\tfrac14(|T|^2_g - |\\tau|^2_g)$")
+    D = Derivation("hessian-identity", "Hessian metrics: $R = \\tfrac14(\\lVert T\\rVert^2_g - \\lVert\\tau\\rVert^2_g)$")
     x, y = sympy.symbols("x y", real=True)
     # jets psi_{ij} = d^{i+j} psi / dx^i dy^j as generators of Q(jets); d_x psi_{ij} = psi_{i+1,j}.
     # R needs second derivatives of g = hess psi, i.e. jets up to order 4; differentiating an
@@ -413,7 +413,7 @@ def hessian_identity() -> Derivation:
     t = [[[J(*np.add(np.add(unit[a], unit[b]), unit[cc])) for cc in range(2)] for b in range(2)] for a in range(2)]
     hes = tensors.hessian_scalar(alg, g, t)
     D.check("R uses jets of psi up to order 4 only (sentinel absent)", over not in alg.to_expr(c.R).free_symbols)
-    D.check("Levi-Civita R of hess(psi) - (|T|^2 - |tau|^2)/4 = 0 for an undefined psi(x, y)", c.R - hes == 0)
+    D.check("Levi-Civita R of hess(psi) - (‖T‖² - ‖τ‖²)/4 = 0 for an undefined psi(x, y)", c.R - hes == 0)
     D.results["R"] = alg.to_expr(c.R)
     d_expr = alg.to_expr(c.R - hes)
     D.add(
@@ -699,7 +699,7 @@ the manifold the model sits; it does not change the manifold's curvature.""",
         D.add(title, verdict + "\n\n" + body)
     D.conclusion = (
         r"the lemma (step 3) fails: the Fisher metric is the *positive* Hessian of the log-partition and its curvature is "
-        r"$\tfrac14(|T|^2 - |\tau|^2)$, constant on the simplex and the Gaussian, and not a function of $H$ for attention."
+        r"$\tfrac14(\lVert T\rVert^2 - \lVert\tau\rVert^2)$, constant on the simplex and the Gaussian, and not a function of $H$ for attention."
     )
     D.results["hessian_minus_fisher"] = diff
     return D.finish(t0)
