@@ -15,34 +15,24 @@ For layer :math:`\ell`, head :math:`h` and window :math:`w`, query token :math:`
   query, whatever its entropy (Amari & Nagaoka 2000, sec. 2.5).  :func:`short_sequence`
   measures it on a real 24-token sentence.
 
-Precision.  The float64 value is the core's ``cumulant`` route
-(:func:`geometry._src.curvature.scalar_cumulant`) with the core's error model
-:math:`64\,\varepsilon\,\kappa(g)\,(|T|^2+|\tau|^2)/|R|`; points above ``CURVATURE_RTOL`` are
-recomputed in mpmath (:func:`geometry._src.highprec.curvature`) within a time budget, and
-points the budget does not reach are kept as NaN with status ``not_computed_budget`` and
-counted (never dropped silently).  This is exactly what ``geometry.scalar_curvature(...,
-rtol, time_budget)`` does; we call the same pieces with the keys as a *traced argument*
-because the public entry point compiles once per family (keys are closure constants),
-which costs seconds for each of the 72 x windows heads.
+Precision.  Every value comes from the public ``geometry.scalar_curvature``: the float64
+``cumulant`` route with the core's error estimate
+:math:`64\,\varepsilon\,\kappa(g)\,(|T|^2+|\tau|^2)/|R|`, and for points above
+``CURVATURE_RTOL`` the precision-controlled call (mpmath fallback) within a time budget.
+Points the budget does not reach are NaN with status ``not_computed_budget`` and are
+counted in every result (never dropped silently).  Softmax keys are traced arguments in
+the core, so each key shape compiles once for all 72 x windows heads.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import functools
 import math
 import time
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 
 import geometry
-from geometry._src import curvature as _curvature
-from geometry._src import fisher as _fisher
-from geometry._src import highprec as _highprec
-from geometry._src.api import EPS as _EPS, SAFETY as _SAFETY
-from geometry._src.families import Family, Head
 
 from . import bert, text
 
@@ -54,7 +44,8 @@ HEAD_DIM = 32
 SCALE = 1.0 / math.sqrt(HEAD_DIM)
 #: n - 1 = 23 <= 32: the regime where the family is the whole simplex.
 SHORT_LENGTH = 24
-#: A head's centred keys count as full rank if sigma_min / sigma_max exceeds this.
+#: A head's centred keys count as full rank if sigma_min / sigma_max exceeds this (reported only;
+#: ``geometry.attention`` applies its own rank test and refuses singular heads).
 RANK_RTOL = 1e-10
 
 FLOAT64, HIGH_PRECISION, UNDEFINED, BUDGET = 0, 1, 2, 3  # geometry.STATUS_NAMES codes
@@ -76,19 +67,6 @@ DEFAULT = Settings(length=128, windows=3, hp_budget=45.0, aux_budget=5.0, slice_
 
 def settings(quick: bool) -> Settings:
     return QUICK if quick else DEFAULT
-
-
-# --------------------------------------------------------------------------- per-point kernel
-
-
-def _point(keys, q):
-    """``(R, cancellation, kappa, H)`` of ``attention(keys, 1/sqrt(32))`` at ``q`` (core formulas)."""
-    fam = Family(name="bert-head", dim=keys.shape[1], kind="softmax-linear", heads=(Head(keys, SCALE),))
-    r, cancel, kappa = _curvature.scalar_cumulant(fam, q)
-    return r, cancel, kappa, _fisher.entropy(fam, q)
-
-
-_head_kernel = jax.jit(jax.vmap(_point, in_axes=(None, 0)))
 
 
 @dataclasses.dataclass
@@ -122,63 +100,57 @@ def centred_rank(keys: np.ndarray) -> tuple[int, float]:
     return int(np.sum(sv > RANK_RTOL * sv[0])), ratio
 
 
-def _float64_head(keys, queries):
-    """The jitted kernel on blocks of ``n`` queries (one compiled shape per key shape)."""
-    n = keys.shape[0]
-    total = queries.shape[0]
-    pad = (-total) % n
-    qs = np.concatenate([queries, np.repeat(queries[:1], pad, axis=0)]) if pad else queries
-    outs = [_head_kernel(jnp.asarray(keys), jnp.asarray(qs[s : s + n])) for s in range(0, qs.shape[0], n)]
-    return [np.concatenate([np.asarray(o[k]) for o in outs])[:total] for k in range(4)]
-
-
 def head_curvatures(keys, queries, hp_budget: float, rng: np.random.Generator, bar=None) -> Curvatures:
     """Curvature and entropy at ``queries[j, i]`` of the family ``attention(keys[j], 1/sqrt(32))``.
 
-    ``keys``: (J, n, m); ``queries``: (J, N, m).  Heads whose centred keys are rank
-    deficient are ``undefined`` at every point (singular metric).  Float64 points whose
-    error estimate exceeds ``CURVATURE_RTOL`` are recomputed in mpmath, in a seeded random
-    order (so a budget cut leaves an unbiased subset), for at most ``hp_budget`` seconds
-    (0: none; the clock is checked before each point, one point costs ~2 s at n = 64).
+    ``keys``: (J, n, m); ``queries``: (J, N, m).  Two public passes of
+    ``geometry.scalar_curvature``: the raw float64 ``cumulant`` route with its error
+    estimate at every point, then the precision-controlled call (mpmath fallback) on the
+    points above ``CURVATURE_RTOL``, one point at a time in a seeded random order (so a
+    budget cut leaves an unbiased subset) until ``hp_budget`` seconds are spent (0: none).
+    Heads whose centred keys are rank deficient are ``undefined`` at every point.
     """
     keys = np.asarray(keys, np.float64)
     queries = np.asarray(queries, np.float64)
     j, n, m = keys.shape
-    r = np.empty(queries.shape[:2])
+    r = np.full(queries.shape[:2], np.nan)
     h = np.empty_like(r)
-    rel = np.empty_like(r)
+    rel = np.full_like(r, np.inf)
     status = np.zeros(r.shape, np.int8)
     reasons: dict = {}
+    families: dict = {}
     for a in range(j):
-        rank, ratio = centred_rank(keys[a])
-        ra, ca, ka, ha = _float64_head(keys[a], queries[a])
-        h[a], r[a] = ha, ra
-        with np.errstate(invalid="ignore", over="ignore"):
-            rel[a] = np.where(np.isfinite(ra), _SAFETY * _EPS * ca * np.maximum(ka, 1.0), np.inf)
-        if rank < m:
-            status[a], rel[a] = UNDEFINED, np.inf
-            reasons[(a, -1)] = f"centred keys have rank {rank} < m = {m} (sigma ratio {ratio:.1e}): singular metric"
+        try:
+            fam = families[a] = geometry.attention(keys[a], SCALE)
+        except ValueError as exc:  # singular metric: centred keys of rank < m
+            status[a] = UNDEFINED
+            reasons[(a, -1)] = f"undefined at every query: {exc}"
+            h[a] = np.nan
+        else:
+            r[a], info = geometry.scalar_curvature(fam, queries[a], method="cumulant", return_info=True, chunk_size=n)
+            rel[a] = np.where(np.isfinite(r[a]), info.rel_error, np.inf)
+            h[a] = geometry.entropy(fam, queries[a], chunk_size=n)
         if bar is not None:
             bar.update(1)
     r64, rel64 = r.copy(), rel.copy()
     bad = np.argwhere((status == FLOAT64) & ~(rel <= CURVATURE_RTOL))
     bad = bad[rng.permutation(len(bad))]
-    r[status == UNDEFINED] = np.nan
+    r[tuple(bad.T)] = np.nan
     start = time.perf_counter()
-    families: dict = {}
     for a, i in bad:
         a, i = int(a), int(i)
-        if time.perf_counter() - start >= hp_budget:
-            status[a, i], r[a, i] = BUDGET, np.nan
+        left = hp_budget - (time.perf_counter() - start)
+        if left <= 0:
+            status[a, i] = BUDGET
             reasons[(a, i)] = f"not computed: high-precision budget {hp_budget:g} s exhausted (float64 error {rel[a, i]:.1e})"
             continue
-        fam = families.get(a) or families.setdefault(a, geometry.attention(keys[a], SCALE))
-        try:
-            val, err, _ = _highprec.curvature(fam, queries[a, i], rtol=CURVATURE_RTOL / 10)
-        except _highprec.SingularMetric as exc:
-            status[a, i], r[a, i], reasons[(a, i)] = UNDEFINED, np.nan, f"undefined: {exc}"
-            continue
-        r[a, i], rel[a, i], status[a, i] = float(val), err, HIGH_PRECISION
+        val, info = geometry.scalar_curvature(
+            families[a], queries[a, i], return_info=True, rtol=CURVATURE_RTOL, time_budget=left
+        )
+        st = int(info.status)
+        status[a, i], r[a, i], rel[a, i] = st, float(val), float(info.rel_error)
+        if info.reasons:
+            reasons[(a, i)] = next(iter(info.reasons.values()))
     return Curvatures(r, h, status, rel, r64, rel64, reasons)
 
 
@@ -248,6 +220,8 @@ def short_sequence(model: bert.Bert, out: bert.BertOutput, b: int, budget: float
         "entropy_range": [float(res.entropy.min()), float(res.entropy.max())],
         "entropy_range_trusted": [float(res.entropy[ok].min()), float(res.entropy[ok].max())] if dev.size else [],
         "points": res.counts(),
+        "H": res.entropy.ravel(),
+        "R": res.curvature.ravel(),
     }
 
 
@@ -283,9 +257,23 @@ def slice_fields(model_keys, model_queries, ent, grid: int, layer: int, budget: 
     }
 
 
-@functools.lru_cache(maxsize=2)
+_CACHE: dict = {}
+
+
 def measure(quick: bool, seed: int, bar_factory=None) -> Measurement:
-    """Run the model on the model-card windows and measure every attention row (cached per mode)."""
+    """Run the model on the model-card windows and measure every attention row.
+
+    Cached per ``(quick, seed)`` so the three checks share one run.  ``bar_factory(total,
+    desc)`` returns a tqdm-like progress bar (e.g. ``ctx.bar``).
+    """
+    key = (bool(quick), int(seed))
+    if key not in _CACHE:
+        _CACHE.clear()  # keep one measurement (tens of MB) alive at most
+        _CACHE[key] = _measure(*key, bar_factory)
+    return _CACHE[key]
+
+
+def _measure(quick: bool, seed: int, bar_factory) -> Measurement:
     st = settings(quick)
     t0 = time.perf_counter()
     model = bert.load()
