@@ -86,7 +86,8 @@ def linear_law(ctx) -> Result:
     sweep.add_counts(points, fcounts)
     eta2_field = fit.dependence(hf.ravel(), rf.ravel())
     cert_field = fit.certificate(hf.ravel(), rf.ravel())
-    title = f"{att.name}: R is not a function of H (η² of rank R on H-bins = {eta2_field:.2f})"
+    is_function = eta2_field >= verdicts.LAW_DEPENDENCE_MIN
+    title = f"{att.name}: R {'is nearly' if is_function else 'is not'} a function of H (η² of rank R on H-bins = {eta2_field:.2f})"
     if cert_field:
         title += f"\nequal-H witness: H≈{cert_field.h1:.4f} has R={cert_field.r1:.3g} and R={cert_field.r2:.3g}"
     fig2 = figures.curvature_entropy_fields(x1, x2, rf, hf, att.family.heads[0].keys, ctx.figure_path("linear_law_fields.png"), title)
@@ -115,7 +116,7 @@ def lemma(ctx) -> Result:
     thresholds = verdicts.law_thresholds() + [
         Threshold("LEMMA_COUNTEREXAMPLES_MAX", 0, "a lemma about every Fisher metric holds only if the number of counterexamples <= value"),
     ]
-    data = [s for s in sweep.sweep(ctx) if s.group in ("gaussian", "categorical", "tempered", "user")]
+    data = sweep.sweep(ctx, groups=("gaussian", "categorical", "tempered", "user"))
     points: dict = {}
     rows = []
     for s in data:
@@ -136,7 +137,8 @@ def lemma(ctx) -> Result:
     panels = [dict(name=r["family"], H=s.H, R=s.R, fit=(r["fit"]["intercept"], r["fit"]["slope"]) if "fit" in r else None,
                    r2=r.get("fit", {}).get("r2", float("nan")), verdict="holds" if r["holds"] else "fails") for r, s in zip(rows, data)]
     fig = figures.r_vs_h_grid(panels, ctx.figure_path("lemma_r_vs_h.png"),
-                              f"Non-attention Fisher metrics: R does not decrease linearly with H ({len(counter)} counterexamples of {len(rows)})", ncols=5)
+                              (f"Non-attention Fisher metrics: R is not a decreasing linear function of H in {len(counter)} of {len(rows)} families"
+                               if counter else f"Non-attention Fisher metrics: R = C(α−H) in all {len(rows)} families"), ncols=5)
     return Result(verdict, thresholds, dict(families=rows, counterexamples=counter), [fig.split("/")[-1]], points, summary + ".")
 
 
@@ -213,7 +215,10 @@ def decreasing(ctx) -> Result:
         sweep.add_counts(points, s.counts)
     n_hold = sum(r["holds"] for r in rows)
     verdict = verdicts.aggregate(n_hold, len(rows))
-    fig = figures.temperature_rays(rays[:: max(1, len(rays) // 12)], ctx.figure_path("temperature_rays.png"),
+    flat = [r for r in rays if r["label"].startswith("categorical")]
+    curved = [r for r in rays if not r["label"].startswith("categorical")]
+    shown = curved[:: max(1, len(curved) // 10)] + flat[:2]
+    fig = figures.temperature_rays(shown, ctx.figure_path("temperature_rays.png"),
                                    f"R along temperature rays x/T: dR/dH < 0 on {n_hold} of {len(rows)} rays")
     rho_vals = np.array([v for v in spearman.values() if np.isfinite(v)])
     summary = (

@@ -38,11 +38,10 @@ DISTANCE_REF_H = 1e-3
 
 
 def _ray_families(ctx):
-    data = sweep.sweep(ctx)
     want = ["categorical n=3", "attention n=4 m=2 keys#0", "attention n=16 m=3 keys#0"]
     if not ctx.quick:
         want += ["categorical n=6", "attention n=8 m=2 keys#0", "attention n=32 m=2 keys#0", "multihead h=2 n=4 m=2"]
-    return [s for s in data if s.name in want]
+    return sweep.sweep(ctx, names=want)
 
 
 def _ray_direction(rng, fam):

@@ -194,26 +194,28 @@ def family_specs(seed: int, quick: bool) -> list:
 _CACHE: dict = {}
 
 
-def sweep(ctx) -> list:
-    """All family sweeps for this context (cached per seed and mode)."""
-    key = (ctx.seed, ctx.quick, tuple(_USER))
-    if key in _CACHE:
-        return _CACHE[key]
-    specs = family_specs(ctx.seed, ctx.quick)
+def sweep(ctx, groups=None, names=None) -> list:
+    """Family sweeps for this context, optionally only those in ``groups`` / ``names`` (cached per seed, mode, family)."""
+    specs = [(i, sp) for i, sp in enumerate(family_specs(ctx.seed, ctx.quick))
+             if (groups is None or sp[1] in groups) and (names is None or sp[0] in names)]
     npts = SWEEP_POINTS_QUICK if ctx.quick else SWEEP_POINTS
     out = []
-    bar = ctx.bar(total=len(specs), desc="sweep families")
+    todo = [(i, sp) for i, sp in specs if (ctx.seed, ctx.quick, sp[0]) not in _CACHE]
+    bar = ctx.bar(total=len(todo), desc="sweep families") if todo else None
     try:
-        for i, (name, group, fam, sampler) in enumerate(specs):
-            rng = np.random.default_rng([ctx.seed, 7, i])
-            theta = np.asarray(sampler(rng, npts), np.float64)
-            if theta.shape != (npts, fam.dim):
-                raise ValueError(f"sampler of family {name!r} returned shape {theta.shape}, expected ({npts}, {fam.dim})")
-            r, counts = curvature(fam, theta)
-            h = entropy(fam, theta)
-            out.append(FamilySweep(name, group, fam, theta, h, r, counts))
-            bar.update(1)
+        for i, (name, group, fam, sampler) in specs:
+            key = (ctx.seed, ctx.quick, name)
+            if key not in _CACHE:
+                rng = np.random.default_rng([ctx.seed, 7, i])
+                theta = np.asarray(sampler(rng, npts), np.float64)
+                if theta.shape != (npts, fam.dim):
+                    raise ValueError(f"sampler of family {name!r} returned shape {theta.shape}, expected ({npts}, {fam.dim})")
+                r, counts = curvature(fam, theta)
+                h = entropy(fam, theta)
+                _CACHE[key] = FamilySweep(name, group, fam, theta, h, r, counts)
+                bar.update(1)
+            out.append(_CACHE[key])
     finally:
-        bar.close()
-    _CACHE[key] = out
+        if bar is not None:
+            bar.close()
     return out
