@@ -99,10 +99,10 @@ def entropy(family, theta) -> np.ndarray:
     r"""Entropy in nats, :math:`H = -\sum_x p\log p`.
 
     Softmax families are evaluated here in eager numpy with every term to full
-    relative precision: ``geometry.entropy`` (jit-compiled) returned 9.2e-16 where
-    the true value is 4.8e-27 (attention n=8, m=2 at logit gaps ~65), i.e. it
-    loses the low-entropy regime these checks need.  Other families use
-    ``geometry.entropy``.
+    relative precision (no jit compile per family; ``tests/test_checks_sweep.py``
+    checks agreement with ``geometry.entropy``, which before commit 27ab26a lost
+    the low-entropy regime under jit: 9.2e-16 for a true 4.8e-27).  Other
+    families use ``geometry.entropy``.
     """
     theta = np.asarray(theta, np.float64)
     if family.kind != "softmax-linear":
