@@ -129,11 +129,11 @@ def lemma(ctx) -> Result:
     if gauss and "fit" in gauss:
         summary += (
             f"; Gaussian: R in [{gauss['R_range'][0]:.10g}, {gauss['R_range'][1]:.10g}] while H spans "
-            f"[{gauss['H_range'][0]:.3g}, {gauss['H_range'][1]:.3g}] nats (C = {gauss['fit']['C']:.3g})"
+            f"[{gauss['H_range'][0]:.3g}, {gauss['H_range'][1]:.3g}] nats (C = {gauss['fit']['C'] + 0.0:.3g})"
         )
     cat = [r for r in rows if r["group"] == "categorical"]
     if cat:
-        summary += "; categorical n=3..8: R constant = " + ", ".join(f"{r['R_range'][0]:.6g}" for r in cat if "R_range" in r) + " = (n-1)(n-2)/4"
+        summary += "; categorical " + ", ".join(r["family"].split()[-1] for r in cat) + ": R constant = " + ", ".join(f"{r['R_range'][0]:.6g}" for r in cat if "R_range" in r) + " = (n-1)(n-2)/4"
     panels = [dict(name=r["family"], H=s.H, R=s.R, fit=(r["fit"]["intercept"], r["fit"]["slope"]) if "fit" in r else None,
                    r2=r.get("fit", {}).get("r2", float("nan")), verdict="holds" if r["holds"] else "fails") for r, s in zip(rows, data)]
     fig = figures.r_vs_h_grid(panels, ctx.figure_path("lemma_r_vs_h.png"),

@@ -142,7 +142,7 @@ def distances_blow_up(ctx) -> Result:
         ps = sweep.probs(fam, xg)
         d_fr = sum(fisher_rao_simplex(p, p[:1]) ** 2 for p in ps) ** 0.5  # product of simplices: distances add in quadrature
         rows.append(dict(
-            family=fam.name if s.group != "categorical" else s.name,
+            family=s.name,
             ray_length_to_H_1em3=l_ref, ray_length_to_H_min=l_far, H_min=float(hg[-1]),
             fisher_rao_to_far_end=float(d_fr[-1]), fisher_rao_max=float(d_fr.max()),
             metric_eig_max_start=float(lam[0, -1]), metric_eig_max_end=float(lam[-1, -1]),
