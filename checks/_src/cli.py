@@ -6,6 +6,7 @@ import argparse
 import importlib
 import importlib.util
 import os
+import signal
 import sys
 
 from .registry import all_checks
@@ -40,6 +41,9 @@ def main(argv=None) -> int:
             print(f"{c.id:28s} {c.claim}")
         return 0
     from .report import run_checks, verdict_table
+
+    # a terminated run (SIGTERM) unwinds like Ctrl-C: the half-built report is removed, the old one stays
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
 
     try:
         report, status = run_checks(ids=args.only, seed=args.seed, quick=args.quick, out=args.out)
