@@ -36,3 +36,6 @@ __all__ = [
     "fisher_metric", "gaussian", "multihead_attention", "project_keys", "ricci", "riemann",
     "scalar_curvature", "scalar_curvature_mp",
 ]
+from ._src.sweep import SweepStats as SweepStats, sweep as sweep  # noqa: E402
+
+__all__ += ["SweepStats", "sweep"]

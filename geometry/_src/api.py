@@ -7,6 +7,7 @@ import time
 import warnings
 from typing import Callable
 
+import jax
 import jax.numpy as jnp
 import mpmath
 import numpy as np
@@ -15,6 +16,7 @@ from . import curvature as _curv
 from . import fisher as _fisher
 from . import highprec
 from .families import Family
+from .mathns import JAX
 from .points import as_points, check_family, map_points, unflatten
 
 EPS = float(np.finfo(np.float64).eps)
@@ -108,7 +110,52 @@ def _ricci_kernel(family, theta):
 def _batched(kernel, family, theta, chunk_size=None):
     family = check_family(family)
     flat, lead = as_points(family, theta)
+    _validate_user_family(family, flat, chunk_size)
     return unflatten(map_points(kernel, family, flat, chunk_size), lead)
+
+
+def _user_check_kernel(family, theta):
+    """Finite metric, and (discrete families) normalised log-probabilities: ``|logsumexp| `` and finiteness."""
+    g = _fisher.metric(family, theta)
+    norm = jnp.abs(jax.nn.logsumexp(family.log_probs(theta, JAX))) if family.kind == "discrete" else jnp.zeros(())
+    return jnp.all(jnp.isfinite(g)), norm
+
+
+def _validate_user_family(fam, flat, chunk_size=None):
+    """User-defined functions: right output shapes, finite values, normalised probabilities; else ValueError."""
+    if fam.kind == "softmax-linear" or flat.shape[0] == 0:
+        return
+    probe = jax.ShapeDtypeStruct((fam.dim,), jnp.float64)
+    if fam.kind == "exponential":
+        eta = jax.eval_shape(lambda t: _fisher.natural_chart(fam, t), probe)
+        out = jax.eval_shape(lambda e: fam.log_partition(e, JAX), eta)
+        if out.shape != ():
+            raise ValueError(
+                f"log_partition of {fam.name} must return a scalar for an input of shape {eta.shape}, "
+                f"got shape {out.shape}; reduce it (e.g. sum) or fix the indexing"
+            )
+    else:
+        out = jax.eval_shape(lambda t: fam.log_probs(t, JAX), probe)
+        if len(out.shape) != 1 or out.shape[0] < 2:
+            raise ValueError(
+                f"log_probs of {fam.name} must return a 1-d vector of log-probabilities (one per outcome, at least 2) "
+                f"for theta of shape ({fam.dim},), got shape {out.shape}"
+            )
+    finite, norm = map_points(_user_check_kernel, fam, flat, chunk_size)
+    if not finite.all():
+        i = int(np.flatnonzero(~finite)[0])
+        what = "log_partition" if fam.kind == "exponential" else "log_probs"
+        raise ValueError(
+            f"the Fisher metric of {fam.name} is not finite at theta[{i}] = {flat[i].tolist()} "
+            f"({int((~finite).sum())} of {flat.shape[0]} points): {what} returns NaN/inf or is not twice "
+            "differentiable there; check its domain"
+        )
+    if fam.kind == "discrete" and norm.max() > 1e-9:
+        i = int(np.argmax(norm))
+        raise ValueError(
+            f"log_probs of {fam.name} is not normalised at theta[{i}] = {flat[i].tolist()}: "
+            f"log sum p = {norm[i]:.3e}; return xp.log_softmax(logits) instead of raw logits"
+        )
 
 
 def fisher_metric(family: Family, theta, method: str | None = None, chunk_size: int | None = None):
@@ -177,21 +224,36 @@ def ricci(family: Family, theta, chunk_size: int | None = None):
 # --------------------------------------------------------------------------- scalar curvature
 
 
-def _route_kernel(route):
+def _route_kernel(route, cross_check=False):
+    r"""Kernel returning ``(R, estimated relative error, smallest/largest metric eigenvalue)``.
+
+    The error model is :math:`64\,\varepsilon\,\kappa(g)\,c` with ``c`` the route's
+    cancellation factor.  That model does not see error made while *building* the
+    metric (e.g. ``J^T (hess psi) J`` for a narrow Gaussian far from the origin), so
+    for exponential families the precision-controlled default (``cross_check``)
+    also evaluates the other autodiff route and takes the discrepancy between the
+    two, times the same safety factor, as a second estimate.
+    """
     fn = _curv.ROUTES[route]
 
     def kernel(family, theta):
         r, cancel, kappa = fn(family, theta)
+        est = SAFETY * EPS * cancel * jnp.maximum(kappa, 1.0)
+        if cross_check and family.kind == "exponential":
+            other = "hessian" if route == "levi-civita" else "levi-civita"
+            r2 = _curv.ROUTES[other](family, theta)[0]
+            est = jnp.maximum(est, SAFETY * jnp.abs(r - r2) / jnp.abs(r))
         if family.kind == "softmax-linear":  # definite by construction (centred keys have rank m)
-            return r, cancel, kappa, jnp.ones_like(r)
+            return r, est, jnp.ones_like(r)
         lam = jnp.linalg.eigvalsh(_fisher.metric(family, theta))
-        return r, cancel, kappa, lam[0] / jnp.max(jnp.abs(lam))
+        return r, est, lam[0] / jnp.max(jnp.abs(lam))
 
-    kernel.__name__ = f"scalar_{route}"
+    kernel.__name__ = f"scalar_{route}{'_checked' if cross_check else ''}"
     return kernel
 
 
 _ROUTE_KERNELS = {route: _route_kernel(route) for route in _curv.ROUTES}
+_CONTROLLED_KERNELS = {route: _route_kernel(route, cross_check=True) for route in _curv.ROUTES}
 
 
 def _check_route(family, method):
@@ -250,13 +312,14 @@ def scalar_curvature(
         r = np.zeros(n)
         rel = np.zeros(n)
         if fam.kind != "softmax-linear" and n:
+            _validate_user_family(fam, flat, chunk_size)
             _check_positive_definite(fam, flat, chunk_size)
     else:
-        r, cancel, kappa, lam_rel = map_points(_ROUTE_KERNELS[route], fam, flat, chunk_size, progress)
+        _validate_user_family(fam, flat, chunk_size)
+        kernels = _CONTROLLED_KERNELS if method is None else _ROUTE_KERNELS
+        r, rel, lam_rel = map_points(kernels[route], fam, flat, chunk_size, progress)
         if fam.kind != "softmax-linear":
             _raise_if_indefinite(fam, flat, lam_rel)
-        with np.errstate(invalid="ignore", over="ignore"):
-            rel = SAFETY * EPS * cancel * np.maximum(kappa, 1.0)
         rel = np.where(np.isfinite(rel) & np.isfinite(r), rel, np.inf)
         if method is None:
             bad = np.flatnonzero(~(rel <= rtol))
@@ -304,6 +367,10 @@ def _high_precision(fam, flat, idx, r, rel, status, dps, reasons, rtol, time_bud
             val, err, used = highprec.curvature(fam, flat[i], rtol=rtol / 10)
         except highprec.SingularMetric as exc:
             status[i], reasons[int(i)], r[i] = UNDEFINED, f"undefined: {exc}", np.nan
+            continue
+        except highprec.PrecisionExhausted as exc:
+            status[i], reasons[int(i)], r[i] = UNDEFINED, f"not computable to rtol={rtol:g}: {exc}", np.nan
+            rel[i] = np.inf
             continue
         r[i] = float(val)
         rel[i] = err

@@ -166,12 +166,20 @@ def cumulant_contractions(w, u):
 
 
 def scalar_cumulant(family: Family, theta):
-    """Route ``cumulant``: closed form from the moments of the keys under ``p`` (softmax-linear only)."""
+    """Route ``cumulant``: closed form from the moments of the keys under ``p`` (softmax-linear only).
+
+    Per point this is :func:`cumulant_contractions` of the atoms; under ``jax.vmap``
+    with query dimension ``<= 4`` a ``custom_vmap`` rule runs the batch-major kernel
+    :func:`geometry._src.sweep.cumulant_batch_major` instead (same formulas and
+    diagnostics, closed-form small Cholesky instead of batched LAPACK calls).
+    """
     if family.kind != "softmax-linear":
         raise ValueError(f"method='cumulant' needs a softmax-linear family (categorical/attention); {family.name} is {family.kind}")
-    t2, tau2, kappa = cumulant_contractions(*fisher.softmax_atoms(family, theta))
-    r = 0.25 * (t2 - tau2)
-    return r, (t2 + tau2) / jnp.abs(r), kappa
+    from . import sweep  # noqa: PLC0415  (sweep imports api, which imports this module)
+
+    if sweep.unrolled_ok(family) and jnp.ndim(theta) == 1:
+        return sweep.batched_cumulant_fn(family)(theta)
+    return sweep.cumulant_point(family, theta)
 
 
 ROUTES = {"levi-civita": scalar_levi_civita, "hessian": scalar_hessian, "cumulant": scalar_cumulant}

@@ -339,6 +339,11 @@ def gaussian() -> Family:
 # --------------------------------------------------------------------------- user families
 
 
+def _default_name(fn, fallback):
+    name = getattr(fn, "__name__", "")
+    return fallback if not name or name == "<lambda>" else name
+
+
 def _accepts_xp(fn) -> bool:
     try:
         params = [
@@ -391,7 +396,7 @@ def exponential_family(log_partition, dim: int, entropy=None, name: str | None =
         raise TypeError("log_partition must be a function eta -> psi(eta)")
     ent, low2 = _lift(entropy, "entropy")
     return Family(
-        name=name or getattr(log_partition, "__name__", "exponential family"),
+        name=name or _default_name(log_partition, "user exponential family"),
         dim=int(dim),
         kind="exponential",
         log_partition=psi,
@@ -416,7 +421,7 @@ def discrete_family(log_probs, dim: int, name: str | None = None) -> Family:
     if lp is None:
         raise TypeError("log_probs must be a function theta -> log-probabilities")
     return Family(
-        name=name or getattr(log_probs, "__name__", "discrete family"),
+        name=name or _default_name(log_probs, "user discrete family"),
         dim=int(dim),
         kind="discrete",
         log_probs=lp,

@@ -36,6 +36,10 @@ class SingularMetric(ArithmeticError):
     """The metric is singular (not positive definite) even in high precision."""
 
 
+class PrecisionExhausted(ArithmeticError):
+    """The cancellation at this point needs more than ``MAX_DPS`` digits."""
+
+
 def _mpf(x):
     return mpmath.mpf(float(x))  # exact: every float64 is a binary rational
 
@@ -237,11 +241,15 @@ def curvature(family: Family, theta, rtol: float = 1e-8, dps: int = 40):
             continue
         if r == 0 and scale == 0:
             return r, 0.0, dps
-        lost = float(mpmath.log10(scale / abs(r) * kappa * 100)) if r != 0 else float("inf")
-        if dps >= lost + target + 5:
-            return r, float(10 ** (lost - dps)), dps
-        if dps >= MAX_DPS:
-            with mpmath.workdps(30):
-                err = float(10 ** (float(mpmath.log10(scale * kappa * 100)) - dps))
-            return r, err / max(abs(float(r)), 1e-300), dps
-        dps = int(min(MAX_DPS, max(lost + target + 10, dps * 2)))
+        with mpmath.workdps(30):
+            lost = float(mpmath.log10(scale * kappa * 100)) - (float(mpmath.log10(abs(r))) if r != 0 else -dps)
+        need = int(lost + target + 5)
+        if dps >= need:
+            return r, float(10.0 ** (lost - dps)), dps
+        if need > MAX_DPS:
+            raise PrecisionExhausted(
+                f"needs about {float(need):.3g} significant digits (the metric's condition number and the cancellation "
+                f"in R = (|T|^2 - |tau|^2)/4 lose {lost:.3g} digits), more than the cap of {MAX_DPS}; such "
+                "points have probabilities far below the float64 range"
+            )
+        dps = max(need + 5, dps * 2)

@@ -1,0 +1,441 @@
+r"""Curvature sweeps at scale: batch-major cumulant kernel, device sharding, bounded memory.
+
+Two pieces live here.
+
+1. :func:`cumulant_batch_major`, the vectorised form of the ``cumulant`` route
+   (:func:`geometry._src.curvature.scalar_cumulant` dispatches to it under
+   ``jax.vmap`` through a ``custom_vmap`` rule).  The per-point code batched by
+   ``vmap`` turns every ``m x m`` Cholesky, triangular solve and ``einsum`` into a
+   batched LAPACK/dot call on tiny matrices, which dominates the cost on a CPU.
+   Here the batch axis comes first and is the *only* array axis besides the
+   atom axis: every ``m``-indexed quantity (``g_ij``, ``L_ij``, ``(L^{-1})_ij``,
+   ``T_ijk``) is a Python list of ``(B,)`` vectors, and the Cholesky factor of
+   :math:`g = LL^\top` is unrolled in closed form,
+
+   .. math:: L_{jj} = \sqrt{g_{jj} - \textstyle\sum_{k<j} L_{jk}^2},\qquad
+             L_{ij} = (g_{ij} - \textstyle\sum_{k<j} L_{ik}L_{jk})/L_{jj}\quad(i>j),
+
+   so XLA fuses everything into a few elementwise/row-reduction loops.  The
+   mathematics (dominant-key centring, whitened atoms :math:`W_a = L^{-1}u_a`,
+   the Gram or tensor form of :math:`|T|^2` and :math:`|\tau|^2`, the
+   cancellation factor :math:`(|T|^2+|\tau|^2)/|R|` and the Frobenius condition
+   estimate :math:`\kappa = \|g\|_F\,\|L^{-1}\|_F^2 \ge \|g\|_F\|g^{-1}\|_F \ge \kappa_2(g)`)
+   is exactly that of :mod:`geometry._src.curvature`; only the summation order
+   differs.  One change improves accuracy: :math:`p_i = e_i/\sum_j e_j` with
+   :math:`e_i = e^{z_i - z_{\max}}` (every entry to a few ulps) replaces
+   :math:`\exp(\log p_i)`, whose error grows like :math:`|\log p_i|\,\varepsilon`.
+   Used for query dimension ``m <= MAX_UNROLLED_DIM``; larger ``m`` keep the
+   per-point route (batched LAPACK is efficient there).
+
+2. :func:`sweep`, the scalable form of :func:`geometry.scalar_curvature`: the
+   same float64 kernels and the same mpmath fallback (it calls
+   :mod:`geometry._src.api`), but points are streamed through one compiled,
+   fixed-shape program in chunks, each chunk sharded across every visible
+   device with :func:`jax.shard_map`, so memory stays bounded (outputs only:
+   about 21 bytes per point) and nothing recompiles.
+
+Running on several devices or hosts
+-----------------------------------
+``sweep`` uses ``jax.devices()`` (all devices of all processes).  On a GPU
+machine install ``jax[cuda12]`` and call it unchanged.  On a CPU, simulate
+``k`` devices with ``XLA_FLAGS=--xla_force_host_platform_device_count=k``.  On a
+cluster, call ``jax.distributed.initialize()`` (coordinator address, number of
+processes and process id from the arguments or the cluster environment: SLURM,
+Open MPI and Kubernetes are detected) in every process *before* the first JAX
+computation, then call ``sweep`` with the same ``theta`` in every process (for
+example read from a shared file or generated from a seed, optionally as a
+``np.memmap``): each process reads only the rows of the chunks its devices own,
+and the results are gathered to every process with
+``jax.experimental.multihost_utils.process_allgather``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import itertools
+import math
+import time
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from . import api as _api
+from . import curvature as _curv
+from . import fisher as _fisher
+from .families import Family
+from .points import as_points, check_family
+
+#: Largest query dimension for which the unrolled (Cholesky in closed form) kernel is used.
+MAX_UNROLLED_DIM = 4
+#: Points per device per step for the batch-major cumulant kernel and for the autodiff routes.
+#: Measured on a 2-core CPU (benchmarks/): the cumulant kernel peaks near 4096 (its arrays stay
+#: in L2); the autodiff routes hold O(dim^4) per point, so they take smaller chunks.
+DEFAULT_CHUNK = {"cumulant": 4096, "hessian": 1024, "levi-civita": 256}
+#: Per-device chunk shrinks so that ``chunk * atoms^2`` (the Gram-form intermediates) stays bounded.
+MAX_CHUNK_ATOM_ELEMENTS = 1 << 24
+
+
+# --------------------------------------------------------------------------- batch-major cumulant kernel
+
+
+def unrolled_ok(family: Family) -> bool:
+    """Whether :func:`cumulant_batch_major` handles ``family`` (softmax-linear, ``dim <= MAX_UNROLLED_DIM``)."""
+    return family.kind == "softmax-linear" and family.dim <= MAX_UNROLLED_DIM
+
+
+def _atoms_batch_major(family: Family, x):
+    """``w (B, N)`` and ``u = [u_j (B, N)]``: :func:`geometry._src.fisher.softmax_atoms` for a batch ``x (B, m)``."""
+    m = x.shape[1]
+    ws, us = [], [[] for _ in range(m)]
+    for h in family.heads:
+        keys = jnp.asarray(h.keys)
+        n = keys.shape[0]
+        z = h.scale * (x @ keys.T)  # (B, n)
+        top = jnp.argmax(z, axis=1)
+        onehot = jnp.arange(n)[None, :] == top[:, None]
+        e = jnp.exp(z - jnp.max(z, axis=1, keepdims=True))  # e_top = 1 exactly
+        p = e / jnp.sum(e, axis=1, keepdims=True)
+        k_top = onehot.astype(keys.dtype) @ keys  # exact gather of the dominant key, (B, m)
+        ws.append(p)
+        for j in range(m):
+            d = keys[None, :, j] - k_top[:, j : j + 1]  # centred at the dominant key: no cancellation
+            us[j].append(h.scale * (d - jnp.sum(p * d, axis=1, keepdims=True)))
+    return jnp.concatenate(ws, axis=1), [jnp.concatenate(parts, axis=1) for parts in us]
+
+
+def _contractions_batch_major(w, u):
+    """``(|T|^2_g, |tau|^2_g, kappa)`` per point, batch-major; formulas of ``cumulant_contractions``."""
+    m, n = len(u), w.shape[1]
+    rowsum = functools.partial(jnp.sum, axis=1)
+    g = {(i, j): rowsum(w * u[i] * u[j]) for i in range(m) for j in range(i + 1)}
+    chol = {}
+    for j in range(m):
+        chol[j, j] = jnp.sqrt(g[j, j] - sum((chol[j, k] ** 2 for k in range(j)), start=0.0))
+        for i in range(j + 1, m):
+            chol[i, j] = (g[i, j] - sum((chol[i, k] * chol[j, k] for k in range(j)), start=0.0)) / chol[j, j]
+    linv = {}
+    for i in range(m):
+        linv[i, i] = 1.0 / chol[i, i]
+        for j in range(i):
+            linv[i, j] = -sum(chol[i, k] * linv[k, j] for k in range(j, i)) / chol[i, i]
+    g_fro2 = sum(g[i, i] ** 2 for i in range(m)) + 2.0 * sum((g[i, j] ** 2 for i in range(m) for j in range(i)), start=0.0)
+    kappa = jnp.sqrt(g_fro2) * sum(v**2 for v in linv.values())
+    wt = [sum(linv[i, j][:, None] * u[j] for j in range(i + 1)) for i in range(m)]  # W_a = L^{-1} u_a
+    wn = w * sum(v * v for v in wt)
+    if n <= m * m:  # Gram form, O(n^2 m)
+        gram = sum(v[:, :, None] * v[:, None, :] for v in wt)
+        t2 = jnp.sum(w[:, :, None] * w[:, None, :] * gram**3, axis=(1, 2))
+        tau2 = jnp.sum(wn[:, :, None] * wn[:, None, :] * gram, axis=(1, 2))
+    else:  # tensor form over the distinct entries i <= j <= k of the symmetric T, O(n m^3 / 6)
+        t2 = 0.0
+        for i, j, k in itertools.combinations_with_replacement(range(m), 3):
+            mult = len(set(itertools.permutations((i, j, k))))
+            t2 = t2 + mult * rowsum(w * wt[i] * wt[j] * wt[k]) ** 2
+        tau2 = sum(rowsum(wn * v) ** 2 for v in wt)
+    return t2, tau2, kappa
+
+
+def cumulant_batch_major(family: Family, x):
+    r"""Route ``cumulant`` for a batch ``x`` of shape ``(B, m)``: ``(R, cancellation, kappa)``, each ``(B,)``.
+
+    :math:`R = \tfrac14(|T|^2_g - |\tau|^2_g)`, cancellation :math:`(|T|^2+|\tau|^2)/|R|`,
+    :math:`\kappa = \|g\|_F\|L^{-1}\|_F^2` (see the module docstring and
+    :mod:`geometry._src.curvature`).  Requires :func:`unrolled_ok`.
+    """
+    if not unrolled_ok(family):
+        raise ValueError(f"cumulant_batch_major needs a softmax-linear family with dim <= {MAX_UNROLLED_DIM}; got {family!r}")
+    t2, tau2, kappa = _contractions_batch_major(*_atoms_batch_major(family, x))
+    r = 0.25 * (t2 - tau2)
+    return r, (t2 + tau2) / jnp.abs(r), kappa
+
+
+def cumulant_point(family: Family, theta):
+    """Route ``cumulant`` at one point: :func:`geometry._src.curvature.cumulant_contractions` of the atoms."""
+    t2, tau2, kappa = _curv.cumulant_contractions(*_fisher.softmax_atoms(family, theta))
+    r = 0.25 * (t2 - tau2)
+    return r, (t2 + tau2) / jnp.abs(r), kappa
+
+
+@functools.lru_cache(maxsize=256)
+def batched_cumulant_fn(family: Family):
+    """``theta -> (R, cancellation, kappa)``: :func:`cumulant_point` alone, :func:`cumulant_batch_major` under ``vmap``.
+
+    ``custom_vmap`` selects the kernel; the outer ``custom_jvp`` differentiates the
+    per-point formula, so ``jax.grad``/``jax.jacfwd`` still work (``custom_vmap``
+    alone has no reverse mode).
+    """
+
+    @jax.custom_batching.custom_vmap
+    def fn(theta):
+        return cumulant_point(family, theta)
+
+    @fn.def_vmap
+    def _rule(axis_size, in_batched, theta):
+        (batched,) = in_batched
+        if not batched:
+            return cumulant_point(family, theta), (False, False, False)
+        return cumulant_batch_major(family, theta), (True, True, True)
+
+    @jax.custom_jvp
+    def wrapped(theta):
+        return fn(theta)
+
+    @wrapped.defjvp
+    def _jvp(primals, tangents):
+        return jax.jvp(lambda t: cumulant_point(family, t), primals, tangents)
+
+    return wrapped
+
+
+# --------------------------------------------------------------------------- sweeps
+
+
+@dataclasses.dataclass
+class SweepStats:
+    """Timing and shape record of one :func:`sweep` (``traces`` counts compilations; 1 means none repeated)."""
+
+    points: int
+    devices: int
+    processes: int
+    chunk_per_device: int
+    chunks: int
+    traces: int
+    compile_seconds: float
+    run_seconds: float
+    fallback_seconds: float
+    route: str
+
+    @property
+    def points_per_second(self) -> float:
+        return self.points / self.run_seconds if self.run_seconds > 0 else float("inf")
+
+
+class _Rows:
+    """Read-only ``(N, dim)`` float64 row view of a possibly huge / memory-mapped ``theta`` (no copy)."""
+
+    def __init__(self, arr):
+        self._arr = arr
+        self.shape = arr.shape
+
+    def __getitem__(self, i):
+        return np.asarray(self._arr[i], dtype=np.float64)
+
+
+_TRACES: dict = {}
+
+
+def _trace_count(key) -> int:
+    return _TRACES.get(key, 0)
+
+
+@functools.lru_cache(maxsize=128)
+def _sharded_program(kernel: Callable, family: Family, devices: tuple, chunk: int):
+    """AOT-compiled ``(ndev * chunk, dim) -> kernel outputs`` (the route kernel of :mod:`geometry._src.api`), sharded over ``devices``.
+
+    Returns ``(compiled, sharding, trace key)``.  The Python body below runs
+    only when JAX traces it; ``_TRACES`` counts those traces so tests can assert
+    that a sweep compiled once.
+    """
+    key = (kernel.__name__, id(family), devices, chunk)
+    mesh = Mesh(np.array(devices), ("points",))
+    spec = PartitionSpec("points")
+    sharding = NamedSharding(mesh, spec)
+
+    def body(block):
+        _TRACES[key] = _TRACES.get(key, 0) + 1
+        return jax.vmap(lambda t: kernel(family, t))(block)
+
+    fn = jax.jit(jax.shard_map(body, mesh=mesh, in_specs=spec, out_specs=spec), in_shardings=sharding, out_shardings=sharding)
+    shape = jax.ShapeDtypeStruct((len(devices) * chunk, family.dim), jnp.float64, sharding=sharding)
+    return fn.lower(shape).compile(), sharding, key
+
+
+def _default_chunk(family: Family, route: str) -> int:
+    chunk = DEFAULT_CHUNK[route]
+    if route == "cumulant":
+        atoms = sum(h.keys.shape[0] for h in family.heads)
+        chunk = min(chunk, max(64, MAX_CHUNK_ATOM_ELEMENTS // (atoms * max(atoms, family.dim**3))))
+    return 1 << int(math.log2(chunk))
+
+
+def _to_host(x):
+    if jax.process_count() > 1:  # pragma: no cover - needs a cluster
+        from jax.experimental import multihost_utils
+
+        return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+    return np.asarray(x)
+
+
+def sweep(
+    family: Family,
+    theta,
+    method: str | None = None,
+    *,
+    rtol: float = _api.DEFAULT_RTOL,
+    chunk_size: int | None = None,
+    devices=None,
+    progress: bool | Callable[[int], None] = True,
+    time_budget: float | None = None,
+    return_info: bool = False,
+    return_stats: bool = False,
+):
+    r"""Scalar curvature of many points, streamed in fixed-shape chunks sharded across devices.
+
+    Same values, error model and fallback as :func:`geometry.scalar_curvature`
+    (``method=None`` is precision-controlled: points whose float64 error estimate
+    :math:`64\,\varepsilon\,\kappa(g)\,(|T|^2+|\tau|^2)/|R|` exceeds ``rtol`` are
+    recomputed in mpmath by ``geometry._src.api``; ``method="cumulant" | "hessian" |
+    "levi-civita"`` forces a raw float64 route).
+
+    ``theta``: array-like ``(..., dim)``; a ``np.memmap`` is read chunk by chunk.
+    ``chunk_size``: points *per device* per step (default from ``DEFAULT_CHUNK``);
+    every step has shape ``(len(devices) * chunk_size, dim)`` (the tail is padded),
+    so one sweep compiles once.  ``devices``: default ``jax.devices()`` (every
+    device of every process).  ``progress``: ``True`` for a tqdm bar, ``False``
+    for none, or a callable receiving the number of points done per step.
+
+    Returns ``R`` with shape ``theta.shape[:-1]``; with ``return_info=True`` also
+    the :class:`geometry.CurvatureInfo`; with ``return_stats=True`` also a
+    :class:`SweepStats` (compile time separate from steady-state run time).
+    Memory: the outputs (``R``, error estimate, status, digits: 21 bytes per
+    point) plus one chunk; ``theta`` itself is never copied whole.
+    """
+    fam = check_family(family)
+    route = _api._check_route(fam, method)
+    if not (isinstance(rtol, (float, int)) and 0 < rtol < 1):
+        raise ValueError(f"rtol must be a relative tolerance in (0, 1), got {rtol!r}")
+    if isinstance(theta, (str, bytes)) or theta is None:
+        raise TypeError(f"theta must be an array of shape (..., {fam.dim}), got {type(theta).__name__}")
+    arr = theta if isinstance(theta, np.ndarray) else np.asarray(theta)
+    if arr.ndim == 0 or arr.shape[-1] != fam.dim:
+        raise ValueError(f"theta must have shape (..., {fam.dim}) for {fam.name}, got shape {arr.shape}")
+    lead = arr.shape[:-1]
+    rows = arr.reshape(-1, fam.dim)  # a view for contiguous arrays and memmaps
+    n = rows.shape[0]
+    devs = tuple(jax.devices() if devices is None else devices)
+    if not devs:
+        raise ValueError("devices must be a non-empty sequence of jax devices (default: jax.devices())")
+    if chunk_size is not None and not (isinstance(chunk_size, (int, np.integer)) and chunk_size >= 1):
+        raise ValueError(f"chunk_size must be a positive integer (points per device per step), got {chunk_size!r}")
+    chunk = int(chunk_size or _default_chunk(fam, route))
+    step = chunk * len(devs)
+
+    r = np.zeros(n)
+    rel = np.zeros(n)
+    status = np.zeros(n, np.int8)
+    dps = np.zeros(n, np.int32)
+    reasons: dict = {}
+    bar, tick = _progress(progress, n, f"curvature {fam.name} [{route}]")
+    compile_s = run_s = fallback_s = 0.0
+    chunks = 0
+    key = None
+    try:
+        if fam.dim == 1:  # R = 0 identically; only the metric must be definite
+            for start in range(0, n, step):
+                flat, _ = as_points(fam, rows[start : start + step], f"theta[{start}:{start + step}]")
+                if fam.kind != "softmax-linear":
+                    _validate(fam, flat, chunk)
+                    _api._check_positive_definite(fam, flat, chunk)
+                tick(flat.shape[0])
+        elif n:
+            t0 = time.perf_counter()
+            compiled, sharding, key = _sharded_program(_route_kernel(route, method), fam, devs, chunk)  # cached: 0 s when reused
+            compile_s = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            pending = None
+            for start in range(0, n, step):
+                flat, _ = as_points(fam, rows[start : start + step], f"theta[{start}:{start + step}]")
+                _validate(fam, flat, chunk)
+                k = flat.shape[0]
+                if k < step:
+                    flat = np.concatenate([flat, np.repeat(flat[:1], step - k, axis=0)])
+                block = jax.make_array_from_callback(flat.shape, sharding, lambda idx, f=flat: f[idx])
+                out = compiled(block)  # asynchronous: the host prepares the next chunk meanwhile
+                if pending is not None:
+                    _collect(fam, rows, pending, r, rel, tick)
+                pending = (start, k, out)
+                chunks += 1
+            if pending is not None:
+                _collect(fam, rows, pending, r, rel, tick)
+            run_s = time.perf_counter() - t0
+    finally:
+        if bar is not None:
+            bar.close()
+
+    if fam.dim > 1 and n:
+        t0 = time.perf_counter()
+        view = _Rows(rows)
+        if method is None:
+            bad = np.flatnonzero(~(rel <= rtol))
+            if bad.size:
+                _api._high_precision(fam, view, bad, r, rel, status, dps, reasons, rtol, time_budget)
+        else:
+            for i in np.flatnonzero(~np.isfinite(r)):
+                status[i], reasons[int(i)] = _api.UNDEFINED, f"raw {route} route gave a non-finite value (singular or overflowing metric in float64)"
+                r[i] = np.nan
+        fallback_s = time.perf_counter() - t0
+
+    info = _api.CurvatureInfo(rel.reshape(lead), status.reshape(lead), dps.reshape(lead), reasons, route, rtol)
+    out = r.reshape(lead)
+    if not return_info and reasons:
+        import warnings
+
+        first = next(iter(reasons.items()))
+        warnings.warn(
+            f"{len(reasons)} of {n} points have no trustworthy curvature (NaN); first: point {first[0]}: {first[1]}. "
+            "Call sweep(..., return_info=True) for the per-point status.",
+            _api.UndefinedCurvatureWarning,
+            stacklevel=2,
+        )
+    stats = SweepStats(
+        points=n, devices=len(devs), processes=jax.process_count(), chunk_per_device=chunk, chunks=chunks,
+        traces=_trace_count(key) if key is not None else 0,
+        compile_seconds=compile_s, run_seconds=run_s, fallback_seconds=fallback_s, route=route,
+    )
+    result = (out,) + ((info,) if return_info else ()) + ((stats,) if return_stats else ())
+    return result[0] if len(result) == 1 else result
+
+
+def _collect(fam, rows, pending, r, rel, tick):
+    start, k, out = pending
+    out = [_to_host(a)[:k] for a in out]
+    if len(out) == 4:  # (R, cancellation, kappa, lam_rel): the error model is applied here
+        rr, cancel, kappa, lam_rel = out
+        with np.errstate(invalid="ignore", over="ignore"):
+            e = _api.SAFETY * _api.EPS * cancel * np.maximum(kappa, 1.0)
+    else:  # (R, estimated relative error, lam_rel)
+        rr, e, lam_rel = out
+    if fam.kind != "softmax-linear" and not np.all(lam_rel > -1e-12):
+        full = np.ones(rows.shape[0])
+        full[start : start + k] = lam_rel
+        _api._raise_if_indefinite(fam, _Rows(rows), full)
+    r[start : start + k] = rr
+    rel[start : start + k] = np.where(np.isfinite(e) & np.isfinite(rr), e, np.inf)
+    tick(k)
+
+
+def _route_kernel(route, method):
+    """The per-point kernel :func:`geometry.scalar_curvature` uses for ``route`` (controlled when ``method is None``)."""
+    controlled = getattr(_api, "_CONTROLLED_KERNELS", None)
+    return (controlled if method is None and controlled else _api._ROUTE_KERNELS)[route]
+
+
+def _validate(fam, flat, chunk):
+    check = getattr(_api, "_validate_user_family", None)
+    if check is not None:
+        check(fam, flat, chunk)
+
+
+def _progress(progress, total, desc):
+    if callable(progress) and not isinstance(progress, bool):
+        return None, progress
+    if not progress:
+        return None, lambda k: None
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=total, desc=desc, unit="pt", unit_scale=True, leave=False, disable=None)
+    return bar, bar.update
