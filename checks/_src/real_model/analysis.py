@@ -230,7 +230,7 @@ SLICE_LOGIT_RMS = 4.0
 
 
 def slice_fields(model_keys, model_queries, ent, grid: int, layer: int, budget: float, rng) -> dict:
-    """R and H on the plane ``q0 + a v1 + b v2`` (v1, v2: leading principal directions of the centred keys).
+    r"""R and H on the plane ``q0 + a v1 + b v2`` (v1, v2: leading principal directions of the centred keys).
 
     ``q0`` is the real query of median entropy (window 0) in the head of lowest mean entropy
     of ``layer``.  Half-width :math:`t = 4\sqrt{32}\sqrt{n}/\sigma_1` moves the logits by an

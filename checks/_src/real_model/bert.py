@@ -29,6 +29,9 @@ import numpy as np
 
 from . import loading
 
+#: Sequence lengths are padded (masked) up to a multiple of this before the jitted pass.
+LENGTH_BUCKET = 32
+
 
 @dataclasses.dataclass(frozen=True)
 class BertOutput:
@@ -102,9 +105,18 @@ class Bert:
         mask = np.ones(ids.shape, np.int32) if mask is None else np.atleast_2d(np.asarray(mask, np.int32))
         if mask.shape != ids.shape:
             raise ValueError(f"mask has shape {mask.shape} but input_ids has {ids.shape}")
-        out = _forward(self.params, jnp.asarray(ids), jnp.asarray(mask), self.cfg.num_heads, self.cfg.layer_norm_eps)
+        # Pad the length to a multiple of LENGTH_BUCKET (masked, so nothing leaks into real
+        # tokens: padded keys get probability exp(finfo.min) = 0): few shapes, few compilations.
+        n = ids.shape[1]
+        nb = min(-(-n // LENGTH_BUCKET) * LENGTH_BUCKET, self.cfg.max_positions)
+        pids = np.zeros((ids.shape[0], nb), np.int64)
+        pmask = np.zeros((ids.shape[0], nb), np.int32)
+        pids[:, :n], pmask[:, :n] = ids, mask
+        out = _forward(self.params, jnp.asarray(pids), jnp.asarray(pmask), self.cfg.num_heads, self.cfg.layer_norm_eps)
         hidden, q, k, a = (np.asarray(t) for t in out)
-        return BertOutput(hidden=hidden, queries=q, keys=k, attention=a, mask=mask)
+        return BertOutput(
+            hidden=hidden[:, :, :n], queries=q[..., :n, :], keys=k[..., :n, :], attention=a[..., :n, :n], mask=mask
+        )
 
     def encode_ids(self, text: str) -> np.ndarray:
         """Token ids ``[CLS] ... [SEP]`` of ``text`` (no truncation, no padding)."""
