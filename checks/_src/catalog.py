@@ -7,3 +7,4 @@ from . import metric  # noqa: F401,E402  metric-is-fisher, temperature-invarianc
 from . import law  # noqa: F401,E402  linear-law, decreasing-in-entropy, high-entropy-negative, lemma-any-fisher-metric
 from . import limits  # noqa: F401,E402  low-entropy-limit, distances-blow-up
 from .real_model import checks as _real_model  # noqa: F401,E402  real-model-depth-entropy, real-model-linear-law, real-model-sign
+from . import precision_map  # noqa: F401,E402  precision-map

@@ -1,0 +1,67 @@
+"""Figure of the ``precision-map`` check: digits of accuracy against entropy, one panel per family.
+
+Digits are ``-log10(|R - R_ref| / |R_ref|)`` against the mpmath oracle, capped at 16;
+a NaN/inf result counts as 0.  Entropy H in nats on a log axis (decreasing to the
+right: toward the vertex); the Gaussian panel uses sigma instead (its differential
+entropy is negative there).
+"""
+
+from __future__ import annotations
+
+import math
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+STYLE = {
+    "default": dict(color="#2e7d32", marker="o", lw=2.0, label="default (precision-controlled)"),
+    "levi-civita": dict(color="#c62828", marker="x", lw=1.2, label="naive float64: autodiff Levi-Civita"),
+    "hessian": dict(color="#ef6c00", marker="^", lw=1.2, label="naive float64: autodiff Hessian"),
+}
+
+
+def precision_map_figure(rows, path, digits_required, blowup_factor, ncols=3):
+    """One panel per family row (the ``precision-map`` measurements); returns ``path``.
+
+    Each row: ``family``, ``x_axis`` ("H" or "sigma"), ``x_values``, and per method
+    ``{"digits": [...], "R": [...]}``; ``R_ref``; ``phantom_blowup`` (or None): where
+    naive Levi-Civita reports ``|R| > blowup_factor * |R_true|``, annotated on the panel.
+    """
+    nrows = math.ceil(len(rows) / ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(4.6 * ncols, 3.5 * nrows), squeeze=False)
+    for ax, row in zip(axes.flat, rows):
+        xv = np.asarray(row["x_values"], np.float64)
+        for method in ("levi-civita", "hessian", "default"):
+            if method not in row:  # --quick runs skip the naive Hessian
+                continue
+            ax.plot(xv, row[method]["digits"], ms=4, **STYLE[method])
+        ax.axhline(digits_required, color="grey", ls="--", lw=1)
+        ax.text(xv.max(), digits_required + 0.3, f"required {digits_required:g}", fontsize=7, color="grey", ha="right")
+        ax.set_xscale("log")
+        ax.invert_xaxis()
+        ax.set_ylim(-0.5, 17.5)
+        ax.set_xlabel("sigma (mu = 1)" if row["x_axis"] == "sigma" else "entropy H (nats)")
+        ax.set_ylabel("correct digits")
+        exact = row.get("exact")
+        title = row["family"] + (f"   true R = {exact:g}" if exact is not None else "")
+        ax.set_title(title, fontsize=9)
+        p = row.get("phantom_blowup")
+        if p:
+            ax.annotate(
+                f"naive R = {p['R_naive']:.2g}\n(true {p['R_true']:.3g}):\na blow-up that is not there",
+                xy=(p["x_at_max"], 0.0), xytext=(0.5, 0.45), textcoords="axes fraction", fontsize=7, color="#c62828",
+                arrowprops=dict(arrowstyle="->", color="#c62828", lw=0.8),
+            )
+    for ax in list(axes.flat)[len(rows):]:
+        ax.axis("off")
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=3, fontsize=8, frameon=False)
+    fig.suptitle(f"Digits of accuracy of the scalar curvature vs the mpmath oracle (a phantom blow-up: |R_naive| > {blowup_factor:g} |R_true|)",
+                 fontsize=10)
+    fig.tight_layout(rect=(0, 0.05, 1, 0.96))
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return path
