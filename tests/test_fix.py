@@ -24,7 +24,7 @@ from checks._src.fix.stats import expected_calibration_error, mean_ci
 TINY_TASK = T.Task(n_content=4, train_length=8, ood_length=16)
 TINY_MODEL = TR.model_config(TINY_TASK, d_model=8, n_heads=2, n_layers=2)
 TINY_TRAIN = TR.TrainConfig(n_steps=12, batch=8, log_every=4, adam_lr=1e-2, sgd_lr=0.5, eval_size=64,
-                            dtype="float64")
+                            dtype="float64", fast_compile=True)
 #: the schedule swings from 0.6 T0 to 1.4 T0 inside the 12 steps
 TINY_SCHEDULE = Schedule(base_temp=1.0, beta=0.4, gamma=0.5, t_switch=6.0)
 

@@ -8,3 +8,4 @@ from . import law  # noqa: F401,E402  linear-law, decreasing-in-entropy, high-en
 from . import limits  # noqa: F401,E402  low-entropy-limit, distances-blow-up
 from .real_model import checks as _real_model  # noqa: F401,E402  real-model-depth-entropy, real-model-linear-law, real-model-sign
 from . import precision_map  # noqa: F401,E402  precision-map
+from .fix import verdicts as _fix  # noqa: F401,E402  fix-is-loss-scaling, fix-keeps-entropy-up, fix-improves-ood, fix-improves-calibration

@@ -13,9 +13,9 @@ chance accuracy is ``1 / n_content``.
 Splits.  Training and in-distribution (ID) sequences have ``length = L`` and
 their position ids start at a random offset in ``[0, n_positions - L]`` so that
 every position embedding is trained.  Out-of-distribution (OOD) sequences are
-twice as long (``2 L``, offset 0): every position is known, but there are twice
-as many distractors to ignore, which is exactly where diluted (high-entropy)
-attention hurts.
+longer (default ``4 L``, offset 0): every position is known, but there are four
+times as many distractors to ignore, which is exactly where diluted
+(high-entropy) attention hurts.
 """
 
 from __future__ import annotations
@@ -28,9 +28,9 @@ import jax.numpy as jnp
 
 @dataclasses.dataclass(frozen=True)
 class Task:
-    n_content: int = 16
-    train_length: int = 24
-    ood_length: int = 48
+    n_content: int = 8
+    train_length: int = 16
+    ood_length: int = 64
 
     def __post_init__(self):
         if self.n_content < 2:
