@@ -1,0 +1,647 @@
+r"""Hostile input to the public surface of ``geometry`` and ``derivations`` (issue 8).
+
+Contract checked on every generated case: the call ends in
+
+* a **correct value**: the categorical simplex has :math:`R = (n-1)(n-2)/4` exactly
+  (Amari & Nagaoka 2000, sec. 2.5), the Gaussian :math:`R = -1`; other families are
+  compared with the mpmath oracle :func:`geometry.scalar_curvature_mp` evaluated at two
+  working precisions that must agree; or
+* a ``ValueError``/``TypeError`` whose message names the offending argument; or
+* a point **reported** undefined: NaN *and* ``info.status`` undefined/budget with a
+  non-empty reason (never a silent NaN, never a finite wrong number).
+
+Every case is counted per category and outcome; the counts are printed at the end of
+the session (``-s`` not needed).  Defects found by this audit are pinned as
+``xfail(strict=True)`` tests at the bottom, one per defect, with the input, what
+happens and what should happen; the property tests' ranges stop short of them and
+say so.
+
+Compilation: every new key shape or batch size compiles once (1-3 s), so batches
+have a fixed size (``BATCH``) and the families a fixed shape.
+"""
+
+from __future__ import annotations
+
+import collections
+import math
+import warnings
+
+import jax.numpy as jnp
+import mpmath
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import derivations
+import geometry
+
+from helpers import mp_entropy_softmax, simplex_curvature
+
+BATCH = 4
+FUZZ = settings(max_examples=15, deadline=None, derandomize=True, database=None,
+                suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+FEW = settings(FUZZ, max_examples=3)
+#: relative agreement required with an exact or oracle curvature (the default's rtol is 1e-8)
+RTOL = 1e-7
+CAT3 = geometry.categorical(3)
+KEYS4 = np.array([[1.0, 0.2], [-0.5, 1.1], [-0.3, -0.9], [0.4, -0.1]])
+ATT4 = geometry.attention(KEYS4)
+
+COUNTS: collections.Counter = collections.Counter()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _print_case_counts(request):
+    """Print the number of generated cases per category and outcome when the session ends."""
+    yield
+    if not COUNTS:
+        return
+    tr = request.config.pluginmanager.get_plugin("terminalreporter")
+    cats = sorted({c for c, _ in COUNTS})
+    lines = ["robustness fuzz: cases tried per category (value / error / reported-undefined)"]
+    for c in cats:
+        v, e, u = COUNTS[c, "value"], COUNTS[c, "error"], COUNTS[c, "undefined"]
+        lines.append(f"  {c:28s} {v + e + u:5d}  ({v} / {e} / {u})")
+    lines.append(f"  {'total':28s} {sum(COUNTS.values()):5d}")
+    capman = request.config.pluginmanager.get_plugin("capturemanager")
+    with capman.global_and_fixture_disabled():  # teardown output is captured otherwise
+        if tr is not None:
+            tr.write_line("")
+            for line in lines:
+                tr.write_line(line)
+        else:  # pragma: no cover
+            print("\n".join(lines))
+
+
+def expect_error(category, fn, *names):
+    """``fn()`` must raise ValueError/TypeError whose message names one of ``names``."""
+    with pytest.raises((ValueError, TypeError)) as exc:
+        fn()
+    msg = str(exc.value)
+    assert any(n in msg for n in names), f"error message does not name {names}: {msg!r}"
+    COUNTS[category, "error"] += 1
+    return msg
+
+
+def check_curvature(category, family, theta, truth, **kwargs):
+    """Precision-controlled R at ``theta`` (fixed batch): each point equals ``truth`` or is reported undefined."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        r, info = geometry.scalar_curvature(family, theta, return_info=True, **kwargs)
+    truth = np.broadcast_to(np.asarray(truth, np.float64), r.shape)
+    for i in np.ndindex(r.shape):
+        if np.isnan(r[i]):
+            flat = int(np.ravel_multi_index(i, r.shape)) if r.shape else 0
+            assert info.status[i] in (2, 3), f"silent NaN at {theta[i] if r.shape else theta}: status {info.status[i]}"
+            assert info.reasons.get(flat), "undefined point without a reason"
+            COUNTS[category, "undefined"] += 1
+        else:
+            assert np.isfinite(r[i]), f"non-finite R = {r[i]} at {np.asarray(theta)[i]} reported as status {info.status[i]}"
+            assert abs(r[i] - truth[i]) <= RTOL * abs(truth[i]) + 1e-12, (
+                f"R = {r[i]!r}, truth {truth[i]!r} at theta = {np.asarray(theta)[i].tolist()}")
+            COUNTS[category, "value"] += 1
+    return r, info
+
+
+def oracle(family, theta, dps=None):
+    """mpmath R at one point; two precisions must agree to 20 digits (else the test itself is wrong)."""
+    theta = np.asarray(theta, np.float64)
+    if dps is None:
+        spread = max(float(np.ptp(h.scale * (h.keys @ theta))) for h in family.heads) if family.heads else 0.0
+        dps = int(50 + 3 * spread / math.log(10))
+    a = geometry.scalar_curvature_mp(family, theta, dps)
+    b = geometry.scalar_curvature_mp(family, theta, dps + 40)
+    with mpmath.workdps(dps + 40):
+        assert abs(a - b) <= abs(b) * mpmath.mpf(10) ** -20, "oracle did not converge; raise its dps"
+    return float(b)
+
+
+finite = st.floats(-50, 50, allow_nan=False)
+hostile_scalar = st.one_of(st.just(np.nan), st.just(np.inf), st.just(-np.inf))
+
+
+# --------------------------------------------------------------------------- non-finite coordinates
+
+POINT_FUNCTIONS = {
+    "fisher_metric": geometry.fisher_metric,
+    "entropy": geometry.entropy,
+    "christoffel": geometry.christoffel,
+    "riemann": geometry.riemann,
+    "ricci": geometry.ricci,
+    "scalar_curvature": geometry.scalar_curvature,
+    "sweep": geometry.sweep,
+}
+
+
+@FUZZ
+@given(data=st.data(), fn=st.sampled_from(sorted(set(POINT_FUNCTIONS) - {"sweep"})))
+def test_nan_and_inf_coordinates_are_rejected_by_name(data, fn):
+    theta = np.array(data.draw(st.lists(st.lists(finite, min_size=2, max_size=2), min_size=BATCH, max_size=BATCH)))
+    i, j = data.draw(st.integers(0, BATCH - 1)), data.draw(st.integers(0, 1))
+    theta[i, j] = data.draw(hostile_scalar)
+    fam = data.draw(st.sampled_from([CAT3, ATT4, geometry.gaussian()]))
+    if fam.kind == "exponential":
+        theta[:, 1] = np.where(np.isfinite(theta[:, 1]), np.abs(theta[:, 1]) + 0.1, theta[:, 1])
+    msg = expect_error("non-finite coordinates", lambda: POINT_FUNCTIONS[fn](fam, theta), "theta")
+    assert "NaN or inf" in msg
+
+
+@FEW
+@given(i=st.integers(0, BATCH - 1), j=st.integers(0, 1), bad=hostile_scalar)
+def test_sweep_rejects_non_finite_coordinates(i, j, bad):
+    """``geometry.sweep`` validates chunk by chunk, after compiling (~1 s for the categorical, ~10 s for
+    the Gaussian's Levi-Civita kernel), so it is fuzzed on the categorical family only."""
+    theta = np.zeros((BATCH, 2))
+    theta[i, j] = bad
+    expect_error("non-finite coordinates", lambda: geometry.sweep(CAT3, theta, progress=False), "theta")
+
+
+@FUZZ
+@given(x=st.lists(finite, min_size=2, max_size=2), bad=hostile_scalar, j=st.integers(0, 1))
+def test_oracle_rejects_non_finite_coordinates(x, bad, j):
+    x[j] = bad
+    expect_error("non-finite coordinates", lambda: geometry.scalar_curvature_mp(CAT3, x, 30), "theta")
+    expect_error("non-finite coordinates", lambda: derivations.mp_scalar_curvature(ATT4, x, 30), "theta")
+
+
+# --------------------------------------------------------------------------- huge logits
+
+#: logits up to 1e18 for the curvature: beyond a logit gap of ~3e18 the default returns a wrong +-inf
+#: (pinned in ``test_defect_logit_gap_beyond_1e18_gives_infinite_curvature``); the entropy goes to 1e300
+CURVATURE_MAGNITUDE = st.floats(-3, 18).map(lambda e: 10.0**e)
+ENTROPY_MAGNITUDE = st.floats(-3, 300).map(lambda e: 10.0**e)
+direction2 = st.lists(st.floats(-1, 1), min_size=2, max_size=2).filter(lambda v: max(map(abs, v)) > 1e-3)
+ALONG = np.array([[1.0], [0.5], [-1.0], [1e-3]])  # four points along the ray (fixed batch size)
+
+
+@FUZZ
+@given(mag=CURVATURE_MAGNITUDE, direction=direction2)
+def test_categorical_with_huge_logits_is_exact_or_reported(mag, direction):
+    """``theta = mag * v`` with ``|theta|`` up to 1e18: R = 1/2 exactly, or a reported undefined point."""
+    theta = np.tile(mag * np.asarray(direction), (BATCH, 1)) * ALONG
+    check_curvature("huge logits", CAT3, theta, simplex_curvature(3))
+
+
+@FUZZ
+@given(mag=ENTROPY_MAGNITUDE, direction=direction2)
+def test_categorical_entropy_with_logits_up_to_1e300(mag, direction):
+    """H in [0, log 3] and equal to the mpmath entropy (relative 1e-12) for ``|theta|`` up to 1e300.
+
+    Logit *differences* that overflow float64 (``|theta_i - theta_j| > 1.8e308``) are pinned in
+    ``test_defect_logit_difference_overflow_is_opaque``.
+    """
+    theta = np.tile(mag * np.asarray(direction), (BATCH, 1)) * ALONG
+    h = geometry.entropy(CAT3, theta)
+    assert np.all(np.isfinite(h)) and np.all(h >= 0) and np.all(h <= math.log(3) + 1e-15)
+    for t, hh in zip(theta, h):
+        ref = float(mp_entropy_softmax(CAT3.heads[0].keys, 1.0, t))
+        assert abs(hh - ref) <= 1e-12 * ref + 1e-300, (t, hh, ref)
+    COUNTS["huge logits", "value"] += BATCH
+
+
+@FEW
+@given(mag=st.floats(-2, 2.3).map(lambda e: 10.0**e), direction=st.lists(st.floats(-1, 1), min_size=2, max_size=2).filter(
+    lambda v: max(map(abs, v)) > 1e-2))
+def test_attention_toward_a_vertex_matches_the_oracle(mag, direction):
+    """Attention n=4, m=2, queries ``|x|`` up to 200 (entropies down to ~1e-80): R equals the mpmath oracle."""
+    x = mag * np.asarray(direction)
+    theta = np.tile(x, (BATCH, 1)) * np.array([[1.0], [0.9], [0.5], [0.1]])
+    truth = [oracle(ATT4, t) for t in theta]
+    check_curvature("huge logits", ATT4, theta, truth)
+
+
+# --------------------------------------------------------------------------- keys
+
+
+def keys_strategy():
+    """Zero, duplicate, collinear and nearly collinear (perturbation 1e-16 .. 1e-2) 4x2 keys."""
+    base = st.lists(st.floats(-3, 3), min_size=2, max_size=2)
+    coef = st.lists(st.floats(-3, 3), min_size=4, max_size=4)
+    eps = st.floats(-16, -2).map(lambda e: 10.0**e)
+
+    @st.composite
+    def build(draw):
+        kind = draw(st.sampled_from(["zero", "duplicate", "collinear", "nearly collinear", "generic"]))
+        v = np.asarray(draw(base))
+        c = np.asarray(draw(coef))
+        if kind == "zero":
+            k = np.zeros((4, 2))
+        elif kind == "duplicate":
+            k = np.tile(v, (4, 1))
+        elif kind == "collinear":
+            k = c[:, None] * v[None, :] + draw(st.floats(-1, 1))
+        elif kind == "nearly collinear":
+            k = c[:, None] * v[None, :]
+            k[draw(st.integers(0, 3)), :] += draw(eps) * np.array([-v[1], v[0]] if np.any(v) else [1.0, 0.0])
+        else:
+            k = np.asarray(draw(st.lists(st.lists(st.floats(-3, 3), min_size=2, max_size=2), min_size=4, max_size=4)))
+        return kind, k
+
+    return build()
+
+
+@FUZZ
+@given(case=keys_strategy(), x=st.lists(st.floats(-2, 2), min_size=2, max_size=2))
+def test_degenerate_keys_fail_loudly_or_give_the_oracle_value(case, x):
+    kind, keys = case
+    try:
+        fam = geometry.attention(keys)
+    except ValueError as exc:
+        assert "keys" in str(exc) and "project" in str(exc).lower(), str(exc)
+        assert kind != "generic" or np.linalg.matrix_rank(keys - keys.mean(0)) < 2
+        COUNTS["degenerate keys", "error"] += 1
+        return
+    assert kind in ("nearly collinear", "generic", "collinear"), f"{kind} keys accepted: {keys.tolist()}"
+    theta = np.tile(np.asarray(x), (BATCH, 1)) * np.array([[1.0], [0.5], [-1.0], [0.0]])
+    sv = np.linalg.svd(keys - keys.mean(0), compute_uv=False)
+    if sv[-1] / sv[0] < 1e-9:  # so ill-conditioned that the oracle needs far more digits
+        truth = [oracle(fam, t, dps=400) for t in theta]
+    else:
+        truth = [oracle(fam, t) for t in theta]
+    check_curvature("degenerate keys", fam, theta, truth)
+
+
+@FUZZ
+@given(n=st.integers(2, 5), extra=st.integers(0, 3))
+def test_more_query_dimensions_than_key_directions(n, extra):
+    m = n + extra  # m > n - 1
+    keys = np.arange(n * m, dtype=float).reshape(n, m) % 7
+    expect_error("m > n - 1", lambda: geometry.attention(keys), "keys")
+    expect_error("m > n - 1", lambda: geometry.multihead_attention([keys]), "keys_list", "heads")
+
+
+# --------------------------------------------------------------------------- dtypes
+
+
+@FUZZ
+@given(x=st.lists(st.lists(st.integers(-30, 30), min_size=2, max_size=2), min_size=BATCH, max_size=BATCH),
+       dtype=st.sampled_from(["float32", "int32", "int64", "jax-float32", "bool", "float16"]))
+def test_low_precision_and_integer_arrays_mean_their_values(x, dtype):
+    """float32/int/bool/float16/JAX inputs are their exact values in float64: same result as float64 input."""
+    base = np.asarray(x, np.float64)
+    if dtype == "bool":
+        arr = base > 0
+        base = arr.astype(np.float64)
+    elif dtype == "jax-float32":
+        arr = jnp.asarray(base, jnp.float32)
+        base = np.asarray(arr, np.float64)
+    else:
+        arr = base.astype(dtype)
+        base = arr.astype(np.float64)
+    for fn in (geometry.entropy, geometry.fisher_metric):
+        np.testing.assert_array_equal(fn(ATT4, arr), fn(ATT4, base))
+    r1 = geometry.scalar_curvature(CAT3, arr)
+    np.testing.assert_array_equal(r1, geometry.scalar_curvature(CAT3, base))
+    keys = KEYS4.astype(np.float32)
+    np.testing.assert_array_equal(geometry.attention(keys).heads[0].keys, keys.astype(np.float64))
+    COUNTS["dtypes", "value"] += 1
+
+
+# --------------------------------------------------------------------------- shapes
+
+
+@FUZZ
+@given(shape=st.one_of(
+    st.just(()), st.just((0,)), st.tuples(st.integers(0, 3), st.sampled_from([1, 3, 4])),
+    st.tuples(st.integers(1, 2), st.integers(1, 2), st.sampled_from([1, 3])),
+), fn=st.sampled_from(sorted(POINT_FUNCTIONS)))
+def test_wrong_trailing_dimension_and_0d_are_rejected(shape, fn):
+    theta = np.zeros(shape)
+    msg = expect_error("shapes", lambda: POINT_FUNCTIONS[fn](CAT3, theta), "theta")
+    assert "2" in msg
+
+
+@FUZZ
+@given(lead=st.sampled_from([(0,), (3, 0), (0, 5)]), fn=st.sampled_from(sorted(POINT_FUNCTIONS)))
+def test_empty_batches_give_empty_results(lead, fn):
+    out = POINT_FUNCTIONS[fn](CAT3, np.zeros(lead + (2,)))
+    assert np.asarray(out).shape[: len(lead)] == lead and np.asarray(out).size == 0
+    COUNTS["shapes", "value"] += 1
+
+
+def test_empty_batch_counts_add_up():
+    r, info = geometry.scalar_curvature(CAT3, np.zeros((0, 2)), return_info=True)
+    assert r.shape == (0,) and info.counts() == {k: 0 for k in ("total", *geometry.STATUS_NAMES.values())}
+    COUNTS["shapes", "value"] += 1
+
+
+@FUZZ
+@given(shape=st.sampled_from([(0, 2), (3,), (2, 2, 2), ()]), fn=st.sampled_from(["attention", "project_keys", "multihead"]))
+def test_empty_and_misshapen_keys(shape, fn):
+    keys = np.zeros(shape)
+    call = {"attention": lambda: geometry.attention(keys), "project_keys": lambda: geometry.project_keys(keys),
+            "multihead": lambda: geometry.multihead_attention([keys])}[fn]
+    expect_error("shapes", call, "keys")
+
+
+# --------------------------------------------------------------------------- temperature and scale
+
+bad_positive = st.one_of(st.sampled_from([0.0, -0.0, np.nan, np.inf, -np.inf]), st.floats(max_value=0.0, allow_nan=False))
+
+
+@FUZZ
+@given(t=st.one_of(bad_positive, st.sampled_from([None, "hot", [1.0], 1j])))
+def test_bad_temperature_and_scale_are_rejected_by_name(t):
+    expect_error("temperature/scale", lambda: geometry.categorical(3, temperature=t), "temperature")
+    if t is not None:  # scale=None means the default 1/sqrt(m)
+        expect_error("temperature/scale", lambda: geometry.attention(KEYS4, scale=t), "scale")
+        expect_error("temperature/scale", lambda: geometry.multihead_attention([KEYS4], scale=t), "scale")
+
+
+@FUZZ
+@given(log_t=st.floats(-17, 300), x=st.lists(st.floats(-3, 3), min_size=2, max_size=2))
+def test_extreme_positive_temperatures_leave_the_curvature_unchanged(log_t, x):
+    """The temperature only rescales coordinates: R = 1/2 for every T in [1e-17, 1e300].
+
+    Range: logit gaps |x|/T beyond ~3e18 return a wrong +-inf flagged as high precision,
+    pinned in ``test_defect_logit_gap_beyond_1e18_gives_infinite_curvature``.
+    """
+    fam = geometry.categorical(3, temperature=10.0**log_t)
+    theta = np.tile(np.asarray(x), (BATCH, 1)) * np.array([[1.0], [0.3], [-1.0], [1e-3]])
+    check_curvature("temperature/scale", fam, theta, simplex_curvature(3))
+
+
+# --------------------------------------------------------------------------- user families
+
+
+@FEW
+@given(a=st.floats(0.1, 3), b=st.floats(0.1, 3), c=st.floats(-3, 3))
+def test_non_convex_log_partition_is_rejected(a, b, c):
+    """psi = -a eta0^2 + b eta1^2 + c eta0 eta1 has an indefinite Hessian: ValueError naming convexity."""
+    fam = geometry.exponential_family(lambda e, xp: -a * e[0] ** 2 + b * e[1] ** 2 + c * e[0] * e[1], dim=2, name="indefinite")
+    theta = np.full((BATCH, 2), 0.3)
+    msg = expect_error("user log-partition", lambda: geometry.scalar_curvature(fam, theta), "log-partition", "log_partition")
+    assert "convex" in msg
+
+
+@FEW
+@given(kind=st.sampled_from(["vector", "matrix", "inf"]))
+def test_log_partition_with_wrong_shape_or_nan(kind):
+    fn = {
+        "vector": lambda e, xp: xp.vector([e[0] ** 2, e[1] ** 2]),
+        "matrix": lambda e, xp: jnp.outer(e, e),
+        "inf": lambda e, xp: e[0] ** 2 + e[1] ** 2 + 1 / (e[0] - e[0]),
+    }[kind]
+    fam = geometry.exponential_family(fn, dim=2, name=f"bad-{kind}")
+    theta = np.full((BATCH, 2), 0.5)
+    for f in (geometry.scalar_curvature, geometry.fisher_metric):
+        expect_error("user log-partition", lambda: f(fam, theta), "log_partition", "log-partition")
+
+
+@FEW
+@given(kind=st.sampled_from(["unnormalised", "scalar", "nan"]))
+def test_discrete_log_probs_that_are_not_log_probabilities(kind):
+    fn = {
+        "unnormalised": lambda t, xp: xp.vector([t[0], t[1], 0 * t[0]]),
+        "scalar": lambda t, xp: t[0] + t[1],
+        "nan": lambda t, xp: xp.log_softmax(xp.vector([t[0], t[1], xp.log(-1.0 - t[0] ** 2)])),
+    }[kind]
+    fam = geometry.discrete_family(fn, dim=2, name=f"bad-{kind}")
+    for f in (geometry.scalar_curvature, geometry.entropy):
+        expect_error("user log-probs", lambda: f(fam, np.full((BATCH, 2), 0.5)), "log_probs")
+
+
+# --------------------------------------------------------------------------- keyword arguments
+
+
+@FUZZ
+@given(rtol=st.one_of(st.sampled_from([0, 1, -1e-8, 2.0, np.nan, np.inf, "1e-8", None]), st.floats(min_value=1.0)))
+def test_bad_rtol(rtol):
+    expect_error("keyword arguments", lambda: geometry.scalar_curvature(CAT3, np.zeros((BATCH, 2)), rtol=rtol), "rtol")
+
+
+@FUZZ
+@given(method=st.one_of(st.text(max_size=12), st.sampled_from([1, "Hessian", "cumulant "])))
+def test_unknown_methods(method):
+    if method in ("hessian", "levi-civita", "cumulant", "covariance", "score"):
+        return
+    expect_error("keyword arguments", lambda: geometry.scalar_curvature(CAT3, np.zeros(2), method=method), "method")
+    expect_error("keyword arguments", lambda: geometry.fisher_metric(CAT3, np.zeros(2), method=method), "method")
+
+
+@FUZZ
+@given(arg=st.sampled_from(["family", "n", "dim-exp", "dim-disc", "log_partition", "log_probs"]),
+       bad=st.sampled_from([None, "categorical", 0, -1, 2.5, True, np.nan]))
+def test_constructor_and_family_arguments(arg, bad):
+    calls = {
+        "family": (lambda: geometry.scalar_curvature(bad, np.zeros(2)), "family"),
+        "n": (lambda: geometry.categorical(bad), "n"),
+        "dim-exp": (lambda: geometry.exponential_family(lambda e, xp: e[0] ** 2, dim=bad), "dim"),
+        "dim-disc": (lambda: geometry.discrete_family(lambda t, xp: xp.log_softmax(t), dim=bad), "dim"),
+        "log_partition": (lambda: geometry.exponential_family(bad, dim=1), "log_partition"),
+        "log_probs": (lambda: geometry.discrete_family(bad, dim=1), "log_probs"),
+    }
+    fn, name = calls[arg]
+    expect_error("constructor arguments", fn, name)
+
+
+# --------------------------------------------------------------------------- derivations
+
+
+@FUZZ
+@given(v=st.one_of(st.sampled_from([np.nan, np.inf, -np.inf]), st.floats(allow_nan=False), st.integers(-10**6, 10**6)))
+def test_exact_rational_is_exact_or_refuses_non_finite(v):
+    if not math.isfinite(float(v)):
+        expect_error("derivations", lambda: derivations.exact_rational(v), "non-finite")
+        return
+    q = derivations.exact_rational(v)
+    assert q.p / q.q == float(v) and mpmath.mpf(q.p) / q.q == mpmath.mpf(float(v))
+    COUNTS["derivations", "value"] += 1
+
+
+@FEW
+@given(bad=st.sampled_from(["categorical", None, 3, np.eye(2)]))
+def test_derivations_reject_non_families(bad):
+    expect_error("derivations", lambda: derivations.formulate(bad), "family")
+    expect_error("derivations", lambda: derivations.mp_scalar_curvature(bad, [0.0, 0.0]), "family")
+
+
+@FEW
+@given(x=st.lists(st.floats(-3, 3), min_size=0, max_size=4).filter(lambda v: len(v) != 2))
+def test_derivations_mp_metric_wrong_length(x):
+    expect_error("derivations", lambda: derivations.mp_metric(CAT3, x), "x", "coordinates")
+
+
+@FEW
+@given(x=st.lists(st.floats(-3, 3), min_size=2, max_size=2))
+def test_derivations_mp_metric_matches_geometry(x):
+    g_mp = derivations.mp_metric(CAT3, x, dps=30)
+    g = geometry.fisher_metric(CAT3, np.asarray(x))
+    np.testing.assert_allclose(np.array(g_mp.tolist(), dtype=float), g, rtol=1e-12, atol=1e-300)
+    COUNTS["derivations", "value"] += 1
+
+
+def test_derivations_curvature_rejects_a_non_square_metric():
+    alg = derivations.formulate(geometry.categorical(3)).alg
+    expect_error("derivations", lambda: derivations.curvature(alg, [[1, 0], [0]]), "square", "metric")
+    expect_error("derivations", lambda: derivations.run_all(only=["no-such-derivation"], progress=lambda *a: None), "unknown derivation")
+
+
+# =========================================================================== defects found (xfail strict)
+# Each test states the input, what happens today and what should happen.
+
+
+@pytest.mark.xfail(strict=True, reason="geometry defect: logit gaps beyond ~3e18 give R = +-inf reported as high precision (truth 1/2)")
+@pytest.mark.parametrize("t, x", [(1.0, [0.0, 1e19]), (1.0, [3.1622776601683794e18, 1.0]), (1e-50, [1.0, 0.5]), (1e-300, [1.0, 0.5])])
+def test_defect_logit_gap_beyond_1e18_gives_infinite_curvature(t, x):
+    """categorical(3, T) at x: today R = +-inf with status high_precision (1) and rel_error ~1e-40.
+
+    700 of 2072 probes with |theta| in [3e18, 1e300] do this.  The mpmath fallback
+    (highprec.curvature) estimates the digits lost with the *computed* |R| in the denominator; when
+    the cancellation in (|T|^2 - |tau|^2)/4 is total, the garbage R is as large as the terms, so the
+    estimate says "nothing lost" and the garbage (|R| ~ 10^(10^18)) is accepted; ``float(val)`` then
+    overflows to +-inf.  Should be 1/2 or NaN with status undefined ("needs ~1e18 digits").
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        r, info = geometry.scalar_curvature(geometry.categorical(3, temperature=t), [x], return_info=True)
+    assert r[0] == 0.5 or (np.isnan(r[0]) and info.status[0] in (2, 3))
+
+
+@pytest.mark.xfail(strict=True, reason="geometry defect: scalar_curvature_mp silently returns garbage when dps is too low")
+def test_defect_oracle_returns_garbage_without_warning():
+    """scalar_curvature_mp(categorical(3), [1e300, 0], 50) returns -4.9e+(4.3e299); truth 1/2.
+    Should raise (ValueError/ArithmeticError: 'needs ~4e299 digits') like highprec.curvature does."""
+    try:
+        r = geometry.scalar_curvature_mp(CAT3, [1e300, 0.0], 50)
+    except (ValueError, ArithmeticError):
+        return
+    assert abs(float(r) - 0.5) < 1e-8
+
+
+@pytest.mark.xfail(strict=True, reason="geometry defect: scalar_curvature_mp accepts dps <= 0 and returns wrong values")
+@pytest.mark.parametrize("dps", [0, -5, 2.5])
+def test_defect_oracle_accepts_nonsense_dps(dps):
+    """scalar_curvature_mp(categorical(3), [0, 0], dps): 0 gives 0.375, -5 gives 0.0, 2.5 gives 0.4976.
+    Should raise ValueError naming dps (a positive integer)."""
+    with pytest.raises(ValueError, match="dps"):
+        geometry.scalar_curvature_mp(CAT3, [0.0, 0.0], dps)
+
+
+@pytest.mark.xfail(strict=True, reason="geometry defect: logit differences beyond float64 give a silent NaN entropy and an opaque OverflowError")
+def test_defect_logit_difference_overflow_is_opaque():
+    """theta = [1.7e308, -1.7e308] (finite): entropy is NaN with no error (truth ~0, z - z_max = -inf,
+    -inf * 0 = NaN); scalar_curvature raises OverflowError 'cannot convert float infinity to integer'
+    (highprec.curvature: int(lost + ...) with lost = inf).  Should be H = 0 and R = 1/2 or a reported
+    undefined point (or a ValueError naming theta)."""
+    theta = [1.7e308, -1.7e308]
+    h = geometry.entropy(CAT3, theta)
+    assert np.isfinite(h)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        r, info = geometry.scalar_curvature(CAT3, [theta], return_info=True)
+    assert r[0] == 0.5 or (np.isnan(r[0]) and info.status[0] == 2)
+
+
+@pytest.mark.xfail(strict=True, reason="geometry defect: temperature so small that 1/T overflows is accepted")
+def test_defect_temperature_whose_inverse_overflows():
+    """categorical(3, temperature=1e-320): 1/T = inf; construction succeeds and every curvature is NaN
+    with the reason 'metric is not positive definite (pivot = nan)'.  Should be ValueError naming temperature."""
+    with pytest.raises(ValueError, match="temperature"):
+        geometry.categorical(3, temperature=1e-320)
+
+
+@pytest.mark.xfail(strict=True, reason="geometry defect: christoffel/riemann/ricci return silent NaN at finite low-entropy points")
+@pytest.mark.parametrize("fn", [geometry.christoffel, geometry.ricci])
+def test_defect_connection_silent_nan_at_low_entropy(fn):
+    """christoffel(categorical(3), [800, 400]) is all NaN with no error or warning (the float64 metric
+    underflows; the true Christoffel symbols are finite).  Should be finite, or a ValueError/warning
+    that names the precision loss (as scalar_curvature reports undefined points)."""
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter("always")
+        out = fn(CAT3, [800.0, 400.0])
+    assert np.all(np.isfinite(out)) or any("NaN" in str(m.message) or "precision" in str(m.message) for m in w)
+
+
+@pytest.mark.xfail(strict=True, reason="geometry defect: fisher_metric returns an indefinite 'metric' for a non-convex log-partition")
+def test_defect_fisher_metric_does_not_check_definiteness():
+    """exponential_family(psi = -eta0^2 - eta1^2): fisher_metric returns [[-2, 0], [0, -2]] silently,
+    while scalar_curvature raises 'not positive definite'.  Should raise the same ValueError."""
+    fam = geometry.exponential_family(lambda e, xp: -(e[0] ** 2) - e[1] ** 2, dim=2, name="concave")
+    with pytest.raises(ValueError, match="positive definite"):
+        geometry.fisher_metric(fam, [[1.0, 0.0]])
+
+
+@pytest.mark.xfail(strict=True, reason="geometry defect: Gaussian metric J^T hess(psi) J loses all digits for small sigma")
+@pytest.mark.parametrize("sigma", [1e-8, 1e-10, 1e-20])
+def test_defect_gaussian_small_sigma(sigma):
+    """gaussian() at (mu, sigma) = (1, 1e-8): fisher_metric = [[1e16, 0], [-1.5e8, -1.03]] (not symmetric,
+    not definite; truth diag(1/sigma^2, 2/sigma^2)); scalar_curvature at sigma = 1e-10 and 1e-20 raises
+    ValueError 'not positive definite ... log-partition must be strictly convex' (truth R = -1).
+    The chart metric is built in natural coordinates eta = (mu/sigma^2, -1/(2 sigma^2)) where hess psi
+    cancels catastrophically; the score route (Gauss-Hermite, exact here) or J^T H J in a rescaled chart
+    would not.  Should give g = diag(1e16, 2e16) and R = -1."""
+    g = geometry.fisher_metric(geometry.gaussian(), [1.0, sigma])
+    np.testing.assert_allclose(g, np.diag([1 / sigma**2, 2 / sigma**2]), rtol=1e-8, atol=0)
+    assert geometry.scalar_curvature(geometry.gaussian(), [1.0, sigma]) == pytest.approx(-1.0, rel=1e-8)
+
+
+@pytest.mark.xfail(strict=True, reason="geometry defect: chunk_size is not validated in scalar_curvature/fisher_metric")
+@pytest.mark.parametrize("chunk", [-1, 0, 1.5])
+def test_defect_chunk_size_not_validated(chunk):
+    """chunk_size=-1: ValueError 'cannot reshape array of size 0 into shape ()' (does not name the
+    argument); 0 is silently the default; 1.5 is accepted.  Should be ValueError naming chunk_size
+    (geometry.sweep already validates it)."""
+    with pytest.raises(ValueError, match="chunk_size"):
+        geometry.scalar_curvature(CAT3, np.zeros((3, 2)), chunk_size=chunk)
+
+
+@pytest.mark.xfail(strict=True, reason="geometry defect: time_budget NaN/negative not validated")
+@pytest.mark.parametrize("budget", [float("nan"), -1.0])
+def test_defect_time_budget_not_validated(budget):
+    """time_budget=nan silently means no budget; -1 marks every fallback point as budget-exhausted.
+    Should be ValueError naming time_budget (None or a number >= 0)."""
+    with pytest.raises(ValueError, match="time_budget"):
+        geometry.scalar_curvature(CAT3, [[30.0, 0.0]], time_budget=budget)
+
+
+@pytest.mark.xfail(strict=True, reason="geometry defect: entropy= function with the wrong output shape is not validated")
+def test_defect_user_entropy_shape():
+    """exponential_family(..., entropy=lambda e, xp: xp.vector([e[0], e[0]])): entropy(fam, [[-1.]]) returns
+    shape (1, 2) silently.  Should be ValueError naming entropy (must return a scalar)."""
+    fam = geometry.exponential_family(lambda e, xp: -xp.log(-e[0]), 1, entropy=lambda e, xp: xp.vector([e[0], e[0]]))
+    with pytest.raises(ValueError, match="entropy"):
+        geometry.entropy(fam, [[-1.0]])
+
+
+@pytest.mark.xfail(strict=True, reason="geometry defect: scalar_curvature_mp does not validate user families")
+@pytest.mark.parametrize("kind", ["vector", "concave"])
+def test_defect_oracle_user_family_errors(kind):
+    """scalar_curvature_mp on psi returning a vector: TypeError 'Cannot represent derivative of <class list>'
+    (no mention of log_partition); on a concave psi: highprec.SingularMetric (an ArithmeticError, not
+    ValueError).  Should raise the ValueErrors scalar_curvature raises."""
+    psi = {"vector": lambda e, xp: xp.vector([e[0] ** 2, e[1] ** 2]), "concave": lambda e, xp: -(e[0] ** 2) - e[1] ** 2}[kind]
+    fam = geometry.exponential_family(psi, dim=2, name=kind)
+    with pytest.raises(ValueError, match="log_partition|log-partition"):
+        geometry.scalar_curvature_mp(fam, [1.0, 0.0])
+
+
+@pytest.mark.xfail(strict=True, reason="geometry defect: precision exhaustion reported as 'metric is not positive definite'")
+def test_defect_misleading_undefined_reason():
+    """categorical(3) at [1e200, 5e199]: NaN with reason 'undefined: metric is not positive definite at 640
+    digits (pivot 1 = 0.0)'.  The metric is definite; the point needs ~1e200 digits (the reason given at
+    [1e300, 0]).  Should say 'not computable to rtol: needs about ... digits'."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        r, info = geometry.scalar_curvature(CAT3, [[1e200, 5e199]], return_info=True)
+    assert "digits" in info.reasons[0] and "not positive definite" not in info.reasons[0]
+
+
+@pytest.mark.xfail(strict=True, reason="derivations defect: mp_metric accepts NaN coordinates and returns a NaN matrix")
+def test_defect_derivations_mp_metric_nan():
+    """derivations.mp_metric(categorical(3), [nan, 0]) returns [[nan, nan], [nan, nan]] silently.
+    Should be ValueError naming x (finite coordinates)."""
+    with pytest.raises(ValueError, match="x"):
+        derivations.mp_metric(CAT3, [float("nan"), 0.0])
+
+
+@pytest.mark.xfail(strict=True, reason="geometry defect: a log-partition that is NaN everywhere is not rejected")
+def test_defect_log_partition_that_returns_nan():
+    """psi(eta) = log(-exp(eta0)) + eta1^2 is NaN at every point, but its autodiff Hessian is finite
+    ([[0, 0], [0, 2]]): fisher_metric returns that singular matrix silently and scalar_curvature reports
+    'metric is not positive definite at 640 digits'.  Should be ValueError: log_partition returns NaN
+    (the validation in api._validate_user_family checks the metric, not psi itself)."""
+    fam = geometry.exponential_family(lambda e, xp: xp.log(-xp.exp(e[0])) + e[1] ** 2, dim=2, name="nan-psi")
+    with pytest.raises(ValueError, match="log_partition"):
+        geometry.fisher_metric(fam, np.full((BATCH, 2), 0.5))
