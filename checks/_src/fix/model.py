@@ -19,6 +19,7 @@ both use its output.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 
 import jax
@@ -47,6 +48,7 @@ class ModelConfig:
         return self.d_model // self.n_heads
 
 
+@functools.partial(jax.jit, static_argnums=(0, 2))
 def init_params(cfg: ModelConfig, key, dtype=jnp.float64):
     """Gaussian init with variance 1/fan_in for matrices, unit gains, zero biases.
 
@@ -110,6 +112,7 @@ def block(layer, h, temperature):
     return h, (p, q, k)
 
 
+@functools.partial(jax.jit, static_argnames=("return_probs",))
 def forward(params, tokens, positions, temperature=1.0, return_probs=False):
     """Logits ``(B, n_out)`` at the last position and ``aux``.
 

@@ -21,9 +21,19 @@ times as many distractors to ignore, which is exactly where diluted
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import jax
 import jax.numpy as jnp
+
+
+#: XLA's RngBitGenerator: the same streams on every run, and ~3x faster to compile on CPU than threefry.
+PRNG_IMPL = "rbg"
+
+
+def prng_key(seed: int):
+    """The key every random draw of the fix experiment derives from (``jax.random.key(seed, impl=PRNG_IMPL)``)."""
+    return jax.random.key(seed, impl=PRNG_IMPL)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,6 +67,7 @@ class Task:
         return self.ood_length
 
 
+@functools.partial(jax.jit, static_argnums=(0, 2, 3, 4))
 def sample(task: Task, key, batch: int, length: int, random_offset: bool):
     """``(tokens (B, length) int32, positions (B, length) int32, targets (B,) int32)``; pure JAX."""
     k_tok, k_pos, k_off = jax.random.split(key, 3)

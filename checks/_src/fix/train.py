@@ -20,7 +20,7 @@ literal fix is a learning-rate schedule:
                        buffer, which differs from ``literal`` + ``sgd`` by the lag of the buffer.
 
 Every run is a pure function of ``(seed, configs, schedule)``: the data of step
-``t`` come from ``fold_in(PRNGKey(seed), t)``, so all arms of one seed see the same
+``t`` come from ``fold_in(prng_key(seed), t)`` (``task.prng_key``), so all arms of one seed see the same
 batches from the same initial parameters (a paired design).
 """
 
@@ -189,7 +189,7 @@ def _predict_fn():
 
 @functools.lru_cache(maxsize=8)
 def eval_sets(task: T.Task, size: int):
-    key = jax.random.PRNGKey(EVAL_KEY)
+    key = T.prng_key(EVAL_KEY)
     k_id, k_ood, k_probe = jax.random.split(key, 3)
     return dict(
         id=T.id_split(task, k_id, size), ood=T.ood_split(task, k_ood, size),
@@ -218,7 +218,8 @@ def evaluate(params, task: T.Task, size: int, attn_temp: float, chunk: int = 512
 
 
 def train(task: T.Task, mcfg: M.ModelConfig, tcfg: TrainConfig, arm: str, opt_name: str, seed: int,
-          schedule: Schedule, keep_trajectory: bool = False, bar=None, measure: bool = True) -> dict:
+          schedule: Schedule, keep_trajectory: bool = False, bar=None, measure: bool = True,
+          init_perturbation: float = 0.0) -> dict:
     """Train one (arm, optimizer, seed); return the logged curves, final metrics and parameters (numpy).
 
     Logged every ``log_every`` steps (``n_steps / log_every + 1`` points, step 0 included):
@@ -226,13 +227,17 @@ def train(task: T.Task, mcfg: M.ModelConfig, tcfg: TrainConfig, arm: str, opt_na
     query positions (``entropy``, shape ``(points, layers)``) and at the QUERY position
     only (``entropy_query``); ``train_ce`` is the mean CE of each interval.
     ``measure=False`` skips the entropy probes and the final evaluation (trajectory-only runs).
+    ``init_perturbation = e`` starts from ``theta_0 (1 + e)``: the chaos reference (how far two runs
+    that differ by rounding-sized amounts drift apart).
     """
     _check_arm(arm)
     if opt_name not in OPTIMIZERS:
         raise ValueError(f"opt_name must be one of {OPTIMIZERS}, got {opt_name!r}")
     sched_vec = jnp.asarray([schedule.base_temp, schedule.beta, schedule.gamma, schedule.t_switch], jnp.dtype(tcfg.dtype))
-    root = jax.random.PRNGKey(seed)
+    root = T.prng_key(seed)
     params = M.init_params(mcfg, jax.random.fold_in(root, 0), jnp.dtype(tcfg.dtype))
+    if init_perturbation:
+        params = jax.tree_util.tree_map(lambda p: p * (1 + init_perturbation), params)
     data_key = jax.random.fold_in(root, 1)
     opt_vec = optimizer_vector(opt_name, tcfg).astype(sched_vec.dtype)
     opt_state = make_optimizer(opt_name, tcfg, sched_vec, opt_vec).init(params)
