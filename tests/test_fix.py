@@ -190,3 +190,31 @@ def test_combine():
     assert V.combine({"a": V.REJECTS, "b": V.REJECTS}) == "fails"
     assert V.combine({"a": V.SUPPORTS, "b": V.REJECTS}) == "partial"
     assert V.combine({"a": V.INCONCLUSIVE, "b": V.REJECTS}) == "undefined"
+
+
+def _fake_runs(ood_gain, rng, n_seeds=5, id_acc=0.99):
+    """Synthetic per-seed runs: the arms differ from the baseline by ``ood_gain`` (+ small noise)."""
+    def run(ood):
+        return dict(metrics=dict(ood_acc=ood, id_acc=id_acc, ood_ece=0.1, id_ece=0.01, ood_nll=1.0, id_nll=0.1),
+                    entropy=np.ones((3, 3)), entropy_query=np.ones((3, 3)), train_ce=np.ones(2))
+    base = 0.8 + 0.05 * rng.normal(size=n_seeds)
+    runs = {"baseline": [run(b) for b in base]}
+    for arm in V.READINGS:
+        runs[arm] = [run(b + ood_gain + 1e-3 * rng.normal()) for b in base]
+    return runs
+
+
+@pytest.mark.parametrize("gain, id_acc, verdict", [(0.05, 0.99, "holds"), (0.0, 0.99, "fails"),
+                                                   (0.05, 0.2, "undefined")])
+def test_ood_verdict_on_synthetic_runs(gain, id_acc, verdict):
+    """A clear +5 % gain holds, no gain fails (the CI excludes +2 %), an untrained baseline is not judged."""
+    rng = np.random.default_rng(0)
+    res = dict(paired={opt: E._paired(_fake_runs(gain, rng, id_acc=id_acc)) for opt in ("adam", "sgd")},
+               config=dict(seeds=list(range(5))), figures=dict(ood_ece="x.png"))
+    assert V.judge_ood(res).verdict == verdict
+
+
+def test_checks_are_registered():
+    from checks._src.registry import REGISTRY
+
+    assert {"fix-is-loss-scaling", "fix-keeps-entropy-up", "fix-improves-ood", "fix-improves-calibration"} <= set(REGISTRY)
