@@ -71,12 +71,13 @@ from .points import as_points, check_family
 
 #: Largest query dimension for which the unrolled (Cholesky in closed form) kernel is used.
 MAX_UNROLLED_DIM = 4
-#: Points per device per step for the batch-major cumulant kernel and for the autodiff routes.
-#: Measured on a 2-core CPU (benchmarks/): the cumulant kernel peaks near 4096 (its arrays stay
-#: in L2); the autodiff routes hold O(dim^4) per point, so they take smaller chunks.
+#: Points per device per step.  The cumulant kernel's (chunk, atoms) arrays should stay in cache
+#: (4096 and 8192 were indistinguishable within the noise of a shared 2-core machine); the autodiff
+#: routes hold O(dim^4) numbers per point, so they take smaller chunks.
 DEFAULT_CHUNK = {"cumulant": 4096, "hessian": 1024, "levi-civita": 256}
-#: Per-device chunk shrinks so that ``chunk * atoms^2`` (the Gram-form intermediates) stays bounded.
-MAX_CHUNK_ATOM_ELEMENTS = 1 << 24
+#: Per-device chunk shrinks so that ``chunk`` times the per-point intermediates of the cumulant
+#: route (``n^2`` in the Gram form, ``n m^3`` in the tensor form) stays below this many float64s.
+MAX_CHUNK_ATOM_ELEMENTS = 1 << 23
 
 
 # --------------------------------------------------------------------------- batch-major cumulant kernel
@@ -257,8 +258,9 @@ def _sharded_program(kernel: Callable, family: Family, devices: tuple, chunk: in
 def _default_chunk(family: Family, route: str) -> int:
     chunk = DEFAULT_CHUNK[route]
     if route == "cumulant":
-        atoms = sum(h.keys.shape[0] for h in family.heads)
-        chunk = min(chunk, max(64, MAX_CHUNK_ATOM_ELEMENTS // (atoms * max(atoms, family.dim**3))))
+        n, m = sum(h.keys.shape[0] for h in family.heads), family.dim
+        per_point = n * n if n <= m * m else n * m**3
+        chunk = min(chunk, max(16, MAX_CHUNK_ATOM_ELEMENTS // per_point))
     return 1 << int(math.log2(chunk))
 
 
