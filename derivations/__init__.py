@@ -8,6 +8,8 @@ symbolic tensors live in :mod:`derivations._src.tensors`, the exact formulations
 the families in :mod:`derivations._src.formulate`.
 """
 
+import numpy as np
+
 import geometry as _geometry
 
 from ._src.algebra import Algebra as Algebra, ExprAlgebra as ExprAlgebra, RationalAlgebra as RationalAlgebra
@@ -44,7 +46,14 @@ mp_scalar_curvature = _geometry.scalar_curvature_mp
 
 def mp_metric(family, x, dps: int = 50):
     """Fisher metric at ``x`` as an ``mpmath.matrix`` with ``dps`` digits, from the exact symbolic form."""
-    return formulate(family).metric_mp(x, dps)
+    from geometry._src.points import as_points, check_family
+
+    flat, _ = as_points(check_family(family), x, name="x")
+    if flat.shape[0] != 1:
+        raise ValueError(f"x must be one point of shape ({family.dim},), got shape {np.shape(x)}")
+    if isinstance(dps, bool) or not isinstance(dps, (int, np.integer)) or dps < 10:
+        raise ValueError(f"dps must be an integer >= 10 (decimal digits), got {dps!r}")
+    return formulate(family).metric_mp(flat[0].tolist(), int(dps))
 
 
 __all__ = [

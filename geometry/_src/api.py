@@ -91,6 +91,33 @@ def _kernel_metric(method):
 _METRIC_KERNELS = {m: _kernel_metric(m) for m in (None, "covariance", "hessian", "score")}
 
 
+def _controlled_metric_kernel(family, theta):
+    r"""Default metric plus its construction amplification and definiteness.
+
+    For a family given through a chart, :math:`g = J^\top H J` can cancel
+    catastrophically (a narrow Gaussian far from 0 loses :math:`(\mu/\sigma)^2`);
+    the amplification :math:`\max(|J|^\top|H||J|)/\max|g|` measures it.
+    """
+    g = _fisher.metric(family, theta)
+    if family.kind == "exponential" and family.natural is not None:
+        eta = _fisher.natural_chart(family, theta)
+        h = jax.hessian(lambda e: family.log_partition(e, JAX))(eta)
+        jac = jax.jacfwd(lambda t: _fisher.natural_chart(family, t))(theta)
+        amp = jnp.max(jnp.abs(jac).T @ jnp.abs(h) @ jnp.abs(jac)) / jnp.max(jnp.abs(g))
+    else:
+        amp = jnp.ones(())
+    lam = jnp.linalg.eigvalsh(0.5 * (g + g.T))
+    return g, amp, lam[0] / jnp.max(jnp.abs(lam))
+
+
+def _check_chunk_size(chunk_size):
+    if chunk_size is None:
+        return None
+    if isinstance(chunk_size, bool) or not isinstance(chunk_size, (int, np.integer)) or chunk_size < 1:
+        raise ValueError(f"chunk_size must be None or a positive integer (points per compiled batch), got {chunk_size!r}")
+    return int(chunk_size)
+
+
 def _entropy_kernel(family, theta):
     return _fisher.entropy(family, theta)
 
@@ -107,18 +134,33 @@ def _ricci_kernel(family, theta):
     return _curv.ricci(family, theta)
 
 
-def _batched(kernel, family, theta, chunk_size=None):
+def _batched(kernel, family, theta, chunk_size=None, what=None):
     family = check_family(family)
+    chunk_size = _check_chunk_size(chunk_size)
     flat, lead = as_points(family, theta)
     _validate_user_family(family, flat, chunk_size)
-    return unflatten(map_points(kernel, family, flat, chunk_size), lead)
+    out = map_points(kernel, family, flat, chunk_size)
+    if what is not None and out.size:
+        bad = ~np.isfinite(out.reshape(out.shape[0], -1)).all(axis=1)
+        if bad.any():
+            warnings.warn(
+                f"{what}: {int(bad.sum())} of {flat.shape[0]} points are NaN/inf in float64 (first: theta[{int(np.flatnonzero(bad)[0])}]); "
+                "at such low entropy the float64 metric underflows or is numerically singular and this tensor has no "
+                "precision control. geometry.scalar_curvature(..., return_info=True) gives precision-controlled curvature.",
+                UndefinedCurvatureWarning,
+                stacklevel=3,
+            )
+    return unflatten(out, lead)
 
 
 def _user_check_kernel(family, theta):
     """Finite metric, and (discrete families) normalised log-probabilities: ``|logsumexp| `` and finiteness."""
     g = _fisher.metric(family, theta)
-    norm = jnp.abs(jax.nn.logsumexp(family.log_probs(theta, JAX))) if family.kind == "discrete" else jnp.zeros(())
-    return jnp.all(jnp.isfinite(g)), norm
+    if family.kind == "discrete":
+        lp = family.log_probs(theta, JAX)
+        return jnp.all(jnp.isfinite(g)) & ~jnp.any(jnp.isnan(lp)), jnp.abs(jax.nn.logsumexp(lp))
+    value = family.log_partition(_fisher.natural_chart(family, theta), JAX)
+    return jnp.all(jnp.isfinite(g)) & jnp.isfinite(value), jnp.zeros(())
 
 
 def _validate_user_family(fam, flat, chunk_size=None):
@@ -147,9 +189,13 @@ def _validate_user_family(fam, flat, chunk_size=None):
         what = "log_partition" if fam.kind == "exponential" else "log_probs"
         raise ValueError(
             f"the Fisher metric of {fam.name} is not finite at theta[{i}] = {flat[i].tolist()} "
-            f"({int((~finite).sum())} of {flat.shape[0]} points): {what} returns NaN/inf or is not twice "
-            "differentiable there; check its domain"
+            f"({int((~finite).sum())} of {flat.shape[0]} points): {what} returns NaN/inf there or is not twice "
+            "differentiable; check its domain (e.g. log of a negative number)"
         )
+    if fam.kind == "exponential" and fam.entropy_fn is not None:
+        out = jax.eval_shape(lambda t: fam.entropy_fn(t, JAX), probe)
+        if out.shape != ():
+            raise ValueError(f"entropy of {fam.name} must return a scalar (nats) for theta of shape ({fam.dim},), got shape {out.shape}")
     if fam.kind == "discrete" and norm.max() > 1e-9:
         i = int(np.argmax(norm))
         raise ValueError(
@@ -178,7 +224,30 @@ def fisher_metric(family: Family, theta, method: str | None = None, chunk_size: 
         raise ValueError(f"method='covariance' needs a softmax-linear family; {fam.name} is {fam.kind}")
     if method == "score" and fam.kind == "exponential" and fam.log_density is None:
         raise ValueError(f"{fam.name} has only a log-partition: the score construction needs a density; use method='hessian'")
-    return _batched(_METRIC_KERNELS[method], fam, theta, chunk_size)
+    if method is not None or fam.kind == "softmax-linear":
+        # softmax: s^2 Cov_p(k) is a sum of positive semi-definite terms with dominant-key centring
+        return _batched(_METRIC_KERNELS[method], fam, theta, chunk_size)
+    chunk_size = _check_chunk_size(chunk_size)
+    flat, lead = as_points(fam, theta)
+    _validate_user_family(fam, flat, chunk_size)
+    g, amp, lam_rel = map_points(_controlled_metric_kernel, fam, flat, chunk_size)
+    suspect = np.flatnonzero(~(SAFETY * EPS * amp <= 1e-10) | ~(lam_rel > -1e-12))
+    if suspect.size and fam.lowerable:
+        for i in suspect:
+            gm = highprec.metric(fam, flat[i])
+            definite, lam = highprec.is_positive_definite(gm)
+            if not definite:
+                _raise_if_indefinite(fam, flat, np.where(np.arange(len(flat)) == i, -1.0, 1.0), lam_override=lam)
+            g[i] = np.array(gm.tolist(), dtype=np.float64)
+    elif suspect.size:
+        _raise_if_indefinite(fam, flat, lam_rel)
+        warnings.warn(
+            f"fisher_metric of {fam.name}: {suspect.size} points lose more than 6 digits in J^T (hess psi) J and "
+            "the family is a plain JAX function, so they cannot be recomputed in high precision",
+            UndefinedCurvatureWarning,
+            stacklevel=2,
+        )
+    return unflatten(g, lead)
 
 
 def entropy(family: Family, theta, chunk_size: int | None = None):
@@ -194,7 +263,7 @@ def entropy(family: Family, theta, chunk_size: int | None = None):
             f"{fam.name} has no entropy function: the entropy of an exponential family depends on its base "
             "measure, which the log-partition does not fix. Pass entropy=... to geometry.exponential_family."
         )
-    return _batched(_entropy_kernel, fam, theta, chunk_size)
+    return _batched(_entropy_kernel, fam, theta, chunk_size, what="entropy")
 
 
 def christoffel(family: Family, theta, chunk_size: int | None = None):
@@ -202,7 +271,7 @@ def christoffel(family: Family, theta, chunk_size: int | None = None):
 
     :math:`\Gamma^k_{ij} = \tfrac12 g^{kl}(\partial_i g_{jl} + \partial_j g_{il} - \partial_l g_{ij})`.
     """
-    return _batched(_christoffel_kernel, family, theta, chunk_size)
+    return _batched(_christoffel_kernel, family, theta, chunk_size, what="christoffel")
 
 
 def riemann(family: Family, theta, chunk_size: int | None = None):
@@ -213,12 +282,12 @@ def riemann(family: Family, theta, chunk_size: int | None = None):
     the round sphere has positive sectional curvature
     :math:`R_{\rho\sigma\mu\nu}X^\rho Y^\sigma X^\mu Y^\nu`... with ``R_{1212} > 0``.
     """
-    return _batched(_riemann_kernel, family, theta, chunk_size)
+    return _batched(_riemann_kernel, family, theta, chunk_size, what="riemann")
 
 
 def ricci(family: Family, theta, chunk_size: int | None = None):
     r"""Ricci tensor :math:`R_{\sigma\nu} = R^\rho{}_{\sigma\rho\nu}` as ``out[..., sigma, nu]``."""
-    return _batched(_ricci_kernel, family, theta, chunk_size)
+    return _batched(_ricci_kernel, family, theta, chunk_size, what="ricci")
 
 
 # --------------------------------------------------------------------------- scalar curvature
@@ -303,6 +372,9 @@ def scalar_curvature(
     flat, lead = as_points(fam, theta)
     if not (isinstance(rtol, (float, int)) and 0 < rtol < 1):
         raise ValueError(f"rtol must be a relative tolerance in (0, 1), got {rtol!r}")
+    if time_budget is not None and not (isinstance(time_budget, (int, float)) and time_budget >= 0):
+        raise ValueError(f"time_budget must be None (no limit) or a number of seconds >= 0, got {time_budget!r}")
+    chunk_size = _check_chunk_size(chunk_size)
     n = flat.shape[0]
     status = np.zeros(n, np.int8)
     dps = np.zeros(n, np.int32)
@@ -319,7 +391,8 @@ def scalar_curvature(
         kernels = _CONTROLLED_KERNELS if method is None else _ROUTE_KERNELS
         r, rel, lam_rel = map_points(kernels[route], fam, flat, chunk_size, progress)
         if fam.kind != "softmax-linear":
-            _raise_if_indefinite(fam, flat, lam_rel)
+            looked = _raise_if_indefinite(fam, flat, lam_rel)
+            rel[looked] = np.inf  # the float64 metric was wrong there: recompute
         rel = np.where(np.isfinite(rel) & np.isfinite(r), rel, np.inf)
         if method is None:
             bad = np.flatnonzero(~(rel <= rtol))
@@ -384,27 +457,60 @@ def _check_positive_definite(fam, flat, chunk_size):
     _raise_if_indefinite(fam, flat, lam[:, 0] / np.max(np.abs(lam), axis=1))
 
 
-def _raise_if_indefinite(fam, flat, lam_rel):
+def _raise_if_indefinite(fam, flat, lam_rel, lam_override=None):
+    """Raise for points whose metric is not positive definite; return points that only *looked* indefinite.
+
+    A float64 metric built with cancellation (a narrow Gaussian far from 0) can look
+    indefinite while the true metric is definite, so for families that lower to
+    mpmath the verdict is confirmed in high precision first.  Returns the indices
+    whose float64 metric was wrong but whose true metric is definite.
+    """
     bad = np.flatnonzero(~(lam_rel > -1e-12))
-    if bad.size:
-        i = int(bad[0])
-        g = np.asarray(_fisher.metric(fam, jnp.asarray(flat[i])))
-        lam = np.linalg.eigvalsh(g)
+    looked = []
+    for i in bad:
+        i = int(i)
+        if lam_override is None and fam.lowerable:
+            try:
+                definite, lam0 = highprec.is_positive_definite(highprec.metric(fam, flat[i]))
+            except highprec.PrecisionExhausted:
+                definite, lam0 = False, float("nan")
+            if definite:
+                looked.append(i)
+                continue
+        else:
+            lam0 = lam_override if lam_override is not None else float(np.linalg.eigvalsh(np.asarray(_fisher.metric(fam, jnp.asarray(flat[i]))))[0])
+        what = "the log-partition must be strictly convex" if fam.kind == "exponential" else "the score vectors must span R^dim"
         raise ValueError(
             f"the Fisher metric of {fam.name} is not positive definite at theta[{i}] = {flat[i].tolist()}: smallest "
-            f"eigenvalue {lam[0]:.3e} (largest {lam[-1]:.3e}); {bad.size} of {flat.shape[0]} points affected. "
-            "For an exponential family the log-partition must be strictly convex; check its sign and domain."
+            f"eigenvalue {lam0:.3e}; {bad.size} of {flat.shape[0]} points looked indefinite in float64. "
+            f"For this family {what}; check its sign and domain (log_partition / log_probs)."
         )
+    return np.asarray(looked, dtype=int)
 
 
-def scalar_curvature_mp(family: Family, theta, dps: int = 50):
-    """Scalar curvature at one point as an ``mpmath.mpf`` computed at ``dps`` digits (no adaptivity).
+def scalar_curvature_mp(family: Family, theta, dps: int = 50, rtol: float = 1e-20):
+    """Scalar curvature at one point as an ``mpmath.mpf``, verified to relative tolerance ``rtol``.
 
-    The oracle used by the tests; see :mod:`geometry._src.highprec`.
+    The oracle used by the tests.  Starts at ``dps`` digits and raises the working
+    precision until the error estimate of :func:`geometry._src.highprec.curvature`
+    is below ``rtol``; raises ``ValueError`` when the point is singular or would
+    need more than ``highprec.MAX_DPS`` digits.
     """
     fam = check_family(family)
+    if isinstance(dps, bool) or not isinstance(dps, (int, np.integer)) or dps < 10:
+        raise ValueError(f"dps must be an integer >= 10 (decimal digits of working precision), got {dps!r}")
+    if not (isinstance(rtol, (float, int)) and 0 < rtol < 1):
+        raise ValueError(f"rtol must be a relative tolerance in (0, 1), got {rtol!r}")
     flat, _ = as_points(fam, theta)
     if flat.shape[0] != 1:
         raise ValueError(f"theta must be one point of shape ({fam.dim},), got {np.shape(theta)}")
-    with mpmath.workdps(dps):
-        return +highprec.evaluate(fam, flat[0], dps)[0]
+    _validate_user_family(fam, flat)
+    if fam.dim > 1 and fam.kind != "softmax-linear":
+        _raise_if_indefinite(fam, flat, map_points(_controlled_metric_kernel, fam, flat)[2])
+    try:
+        val, _, _ = highprec.curvature(fam, flat[0], rtol=rtol, dps=int(dps))
+    except highprec.SingularMetric as exc:
+        raise ValueError(f"the curvature of {fam.name} at theta = {flat[0].tolist()} is undefined: {exc}") from None
+    except highprec.PrecisionExhausted as exc:
+        raise ValueError(f"the curvature of {fam.name} at theta = {flat[0].tolist()} cannot be computed: {exc}") from None
+    return val

@@ -195,6 +195,24 @@ def _softmax_log_partition(heads):
     return log_partition
 
 
+def _logits_domain(heads):
+    def domain(theta):
+        with np.errstate(over="ignore", invalid="ignore"):
+            for k, h in enumerate(heads):
+                z = h.scale * (theta @ h.keys.T)
+                spread = np.max(z, axis=-1) - np.min(z, axis=-1)
+                bad = ~np.isfinite(spread)
+                if bad.any():
+                    i = int(np.flatnonzero(bad)[0])
+                    return (
+                        f"theta[{i}] gives logits (head {k}) whose differences overflow float64 (> 1.8e308); "
+                        "such a point is a vertex of the simplex to any precision. Rescale theta."
+                    )
+        return None
+
+    return domain
+
+
 def _softmax_family(heads, name, description):
     dim = heads[0].keys.shape[1]
     return Family(
@@ -204,6 +222,7 @@ def _softmax_family(heads, name, description):
         heads=tuple(heads),
         log_partition=_softmax_log_partition(heads),
         log_probs=_softmax_log_probs(heads) if len(heads) == 1 else None,
+        domain=_logits_domain(heads),
         description=description,
     )
 
@@ -226,6 +245,8 @@ def categorical(n: int, temperature: float = 1.0) -> Family:
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 2:
         raise ValueError(f"n must be an integer >= 2 (number of outcomes), got {n!r}")
     t = _positive_scalar(temperature, "temperature", "Use a temperature > 0 (T = 1 is the plain softmax).")
+    if not math.isfinite(1.0 / t) or 1.0 / t > 1e300:
+        raise ValueError(f"temperature={temperature!r} is so small that 1/temperature overflows float64; use a temperature >= 1e-300")
     keys = np.vstack([np.eye(n - 1), np.zeros((1, n - 1))])
     name = f"categorical(n={n})" if t == 1.0 else f"categorical(n={n}, T={t:g})"
     return _softmax_family([Head(keys, 1.0 / t)], name, "softmax over n outcomes, last logit fixed at 0")
@@ -243,6 +264,8 @@ def attention(keys, scale: float | None = None) -> Family:
     keys = _as_keys(keys)
     n, m = keys.shape
     s = 1.0 / math.sqrt(m) if scale is None else _positive_scalar(scale, "scale", "Use scale > 0, e.g. 1/sqrt(m).")
+    if not np.all(np.isfinite(keys * s)):
+        raise ValueError(f"scale * keys overflows float64 (scale={s!r}); use a smaller scale or smaller keys")
     _check_head_rank(keys, "keys")
     return _softmax_family([Head(keys, s)], f"attention(n={n}, m={m})", "single-head attention of one query")
 

@@ -111,9 +111,11 @@ def entropy(family: Family, theta):
         for h in family.heads:
             logp = stable_log_softmax(h.scale * (jnp.asarray(h.keys) @ theta))
             # -p log p >= 0 termwise: no cancellation, and log p_max is accurate (log1p form).
-            total = total - jnp.sum(jnp.exp(logp) * logp)
+            p = jnp.exp(logp)
+            total = total - jnp.sum(jnp.where(p > 0, p * logp, 0.0))  # 0 log 0 = 0, also for logp = -inf
         return total
     if family.kind == "discrete":
         lp = family.log_probs(theta, JAX)
-        return -jnp.sum(jnp.where(lp > -jnp.inf, jnp.exp(lp) * lp, 0.0))
+        p = jnp.exp(lp)
+        return -jnp.sum(jnp.where(p > 0, p * lp, 0.0))
     return family.entropy_fn(theta, JAX)

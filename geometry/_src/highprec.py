@@ -85,10 +85,15 @@ def softmax_atoms(family: Family, x):
         logp = MPMATH.log_softmax(z)
         p = [mpmath.exp(t) for t in logp]
         m = len(x)
-        mean = [mpmath.fsum(p[i] * keys[i][j] for i in range(len(p))) for j in range(m)]
+        # centre at the dominant key first, as in fisher.softmax_atoms: k_i - k_a is exact in
+        # binary, sum_j p_j (k_j - k_a) is a sum of small terms, so no digits are lost to
+        # k_a - mean when p is nearly one-hot (that loss grows without bound as H -> 0)
+        a = max(range(len(p)), key=lambda i: p[i])
+        d = [[keys[i][j] - keys[a][j] for j in range(m)] for i in range(len(p))]
+        mean = [mpmath.fsum(p[i] * d[i][j] for i in range(len(p))) for j in range(m)]
         for i in range(len(p)):
             ws.append(p[i])
-            us.append([s * (keys[i][j] - mean[j]) for j in range(m)])
+            us.append([s * (d[i][j] - mean[j]) for j in range(m)])
     return ws, us
 
 
@@ -200,6 +205,55 @@ def levi_civita_from_jets(g, dg, ddg):
     return r, mpmath.fsum(mag), _kappa(g, ginv)
 
 
+@functools.lru_cache(maxsize=64)
+def _chart_metric(family: Family):
+    """Exact ``J^T (hess psi)(eta(theta)) J`` of an exponential family, lambdified for mpmath."""
+    th = sympy.symbols(f"theta0:{family.dim}", real=True)
+    eta = list(th) if family.natural is None else list(family.natural(list(th), SYMPY))
+    es = sympy.symbols(f"eta0:{len(eta)}", real=True)
+    psi = family.log_partition(list(es), SYMPY)
+    hess = sympy.Matrix(len(es), len(es), lambda i, j: sympy.diff(psi, es[i], es[j])).subs(dict(zip(es, eta)))
+    jac = sympy.Matrix(len(eta), family.dim, lambda i, j: sympy.diff(eta[i], th[j]))
+    return sympy.lambdify(th, (jac.T * hess * jac).tolist(), modules="mpmath")
+
+
+def metric_at(family: Family, theta, dps: int):
+    """The Fisher metric at one point as an ``mpmath.matrix`` computed at ``dps`` digits."""
+    if not family.lowerable:
+        raise NotImplementedError(f"{family.name} is defined by a plain JAX function and cannot be lowered to mpmath")
+    with mpmath.workdps(dps):
+        x = [_mpf(t) for t in theta]
+        if family.kind == "softmax-linear":
+            w, u = softmax_atoms(family, x)
+            m = len(x)
+            return mpmath.matrix([[mpmath.fsum(w[a] * u[a][i] * u[a][j] for a in range(len(w))) for j in range(m)] for i in range(m)])
+        if family.kind == "exponential":
+            return mpmath.matrix(_chart_metric(family)(*x))
+        return mpmath.matrix(_metric_jets(family)[0](*x))
+
+
+def metric(family: Family, theta, rtol: float = 1e-12, dps: int = 40):
+    """Fisher metric to relative tolerance ``rtol`` (max-norm), by doubling ``dps`` until two agree."""
+    prev = metric_at(family, theta, dps)
+    while dps < MAX_DPS:
+        dps *= 2
+        cur = metric_at(family, theta, dps)
+        with mpmath.workdps(dps):
+            diff = mpmath.mnorm(cur - prev, 1)
+            size = mpmath.mnorm(cur, 1)
+        if diff <= rtol * size:
+            return cur
+        prev = cur
+    raise PrecisionExhausted(f"the metric did not converge to rtol={rtol:g} below {MAX_DPS} digits")
+
+
+def is_positive_definite(g) -> tuple[bool, float]:
+    """``(definite?, smallest eigenvalue)`` of an mpmath matrix, in its working precision."""
+    with mpmath.workdps(max(30, mpmath.mp.dps)):
+        lam = min(mpmath.eigsy(g, eigvals_only=True))
+    return bool(lam > 0), float(lam)
+
+
 def _levi_civita(family: Family, theta):
     g_fn, dg_fn, ddg_fn = _metric_jets(family)
     r, mag, kappa = levi_civita_from_jets(mpmath.matrix(g_fn(*theta)), dg_fn(*theta), ddg_fn(*theta))
@@ -224,32 +278,52 @@ def evaluate(family: Family, theta, dps: int):
 def curvature(family: Family, theta, rtol: float = 1e-8, dps: int = 40):
     """Scalar curvature in arbitrary precision, to relative tolerance ``rtol``.
 
-    Returns ``(R as mpf, estimated relative error, dps used)``.  The working
-    precision is raised until ``10**-dps * scale/|R| * kappa * 100 <= rtol``.
-    Raises :class:`SingularMetric` when the metric is singular.
+    Returns ``(R as mpf, estimated relative error, dps used)``.  At ``dps`` digits the
+    absolute error of ``R = (|T|^2 - |tau|^2)/4`` is bounded (first order, with a
+    safety factor 100) by ``err = 10**-dps * kappa(g) * (|T|^2 + |tau|^2)/4``.  The
+    result is accepted only when ``err <= rtol * |R|``.  While ``err`` is comparable
+    to the computed ``|R|``, that ``|R|`` is itself noise and cannot be used to size
+    the precision, so the digits are raised assuming ``|R| >= 1e-3 * min(1, scale)``
+    and the loop repeats.  Raises :class:`SingularMetric` for a singular metric and
+    :class:`PrecisionExhausted` when more than ``MAX_DPS`` digits would be needed.
     """
     if not family.lowerable:
         raise NotImplementedError(f"{family.name} is defined by a plain JAX function and cannot be lowered to mpmath")
     target = -np.log10(rtol)
+    singular_retries = 0
     while True:
         try:
             r, scale, kappa = evaluate(family, theta, dps)
         except SingularMetric:
-            if dps >= 400:
+            # a definite but badly conditioned metric can look singular at low precision
+            singular_retries += 1
+            if singular_retries > 3 or dps >= MAX_DPS:
+                if family.kind == "softmax-linear":  # definite by construction (centred keys of rank m)
+                    raise PrecisionExhausted(
+                        f"the metric is definite, but resolving its smallest eigenvalue needs more than {dps} "
+                        f"digits (condition number > 10^{dps}); probabilities far below the float64 range"
+                    ) from None
                 raise
-            dps *= 4  # a definite but badly conditioned metric can look singular at low precision
+            dps = min(MAX_DPS, dps * 4)
             continue
         if r == 0 and scale == 0:
             return r, 0.0, dps
         with mpmath.workdps(30):
-            lost = float(mpmath.log10(scale * kappa * 100)) - (float(mpmath.log10(abs(r))) if r != 0 else -dps)
-        need = int(lost + target + 5)
-        if dps >= need:
+            log_scale = float(mpmath.log10(scale * kappa * 100))  # log10 of err * 10**dps
+            log_r = float(mpmath.log10(abs(r))) if r != 0 else -float("inf")
+        if not np.isfinite(log_scale):
+            raise PrecisionExhausted("the cancellation magnitude is not representable")
+        lost = log_scale - log_r  # digits lost relative to |R|
+        if log_scale - dps < log_r - 1 and dps >= lost + target:  # error well below |R| and below rtol
             return r, float(10.0 ** (lost - dps)), dps
+        if log_scale - dps < log_r - 1:  # |R| is resolved: size the precision from it
+            need = lost + target + 5
+        else:  # |R| is noise: assume it is not much smaller than the terms' natural scale
+            need = log_scale - min(0.0, log_scale / 2) + target + 8
         if need > MAX_DPS:
             raise PrecisionExhausted(
-                f"needs about {float(need):.3g} significant digits (the metric's condition number and the cancellation "
-                f"in R = (|T|^2 - |tau|^2)/4 lose {lost:.3g} digits), more than the cap of {MAX_DPS}; such "
-                "points have probabilities far below the float64 range"
+                f"needs about {need:.3g} significant digits (the metric's condition number and the cancellation "
+                f"in R = (|T|^2 - |tau|^2)/4 lose about {max(lost, log_scale):.3g} digits), more than the cap "
+                f"of {MAX_DPS}; such points have probabilities far below the float64 range"
             )
-        dps = max(need + 5, dps * 2)
+        dps = int(max(need + 5, dps * 2))
