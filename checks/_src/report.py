@@ -124,8 +124,12 @@ def run_checks(ids=None, seed: int = 0, quick: bool = False, out: str = "report"
         with open(os.path.join(tmp, "index.html"), "w") as fh:
             fh.write(render_html(report))
         _swap_into_place(tmp, out)
-    except BaseException:
+    except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
+        running = chk.id if "chk" in locals() and len(entries) < len(checks) else None
+        if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+            where = f"during check {running!r}" if running else "while writing the report"
+            print(f"\ninterrupted {where}; the previous report in {out}/ was kept unchanged", file=sys.stderr)
         raise
     status = 1 if any(e["status"] == "error" for e in entries) else 0
     return report, status
