@@ -115,15 +115,20 @@ def _positive_scalar(value, name, fix):
     return v
 
 
-def _as_keys(keys, name="keys"):
-    if isinstance(keys, (str, bytes)) or keys is None:
-        raise TypeError(f"{name} must be an (n, m) array of real numbers, got {type(keys).__name__}")
-    arr = np.asarray(keys)
+def as_real_array(value, name: str, what: str) -> np.ndarray:
+    """``value`` as a float64 array, or ``TypeError`` naming ``name`` (``what`` describes the expected shape)."""
+    if isinstance(value, (str, bytes)) or value is None:
+        raise TypeError(f"{name} must be {what}, got {type(value).__name__}")
+    arr = np.asarray(value)
     if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):
-        raise TypeError(f"{name} must be an (n, m) array of real numbers, got dtype {arr.dtype}")
+        raise TypeError(f"{name} must be {what}, got dtype {arr.dtype}")
     if np.iscomplexobj(arr):
         raise TypeError(f"{name} must be real, got complex dtype {arr.dtype}")
-    arr = arr.astype(np.float64)
+    return arr.astype(np.float64)
+
+
+def _as_keys(keys, name="keys"):
+    arr = as_real_array(keys, name, "an (n, m) array of real numbers")
     if arr.ndim != 2:
         raise ValueError(
             f"{name} must be a 2-d (n, m) array (n keys in R^m), got shape {arr.shape}. "

@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .families import Family
+from .families import Family, as_real_array
 
 DEFAULT_CHUNK = 4096
 
@@ -25,14 +25,7 @@ def check_family(family) -> Family:
 
 def as_points(family: Family, theta, name: str = "theta"):
     """Validate ``theta`` of shape ``(..., dim)``; return ``(flat (N, dim) float64, leading shape)``."""
-    if isinstance(theta, (str, bytes)) or theta is None:
-        raise TypeError(f"{name} must be an array of shape (..., {family.dim}), got {type(theta).__name__}")
-    arr = np.asarray(theta)
-    if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):
-        raise TypeError(f"{name} must be a real array of shape (..., {family.dim}), got dtype {arr.dtype}")
-    if np.iscomplexobj(arr):
-        raise TypeError(f"{name} must be real, got complex dtype {arr.dtype}")
-    arr = arr.astype(np.float64)
+    arr = as_real_array(theta, name, f"a real array of shape (..., {family.dim})")
     if arr.ndim == 0 or arr.shape[-1] != family.dim:
         raise ValueError(
             f"{name} must have shape (..., {family.dim}) for {family.name} (its last axis holds the "
