@@ -411,12 +411,15 @@ def _collect(fam, rows, pending, r, rel, tick):
             e = _api.SAFETY * _api.EPS * cancel * np.maximum(kappa, 1.0)
     else:  # (R, estimated relative error, lam_rel)
         rr, e, lam_rel = out
+    looked = np.zeros(0, int)
     if fam.kind != "softmax-linear" and not np.all(lam_rel > -1e-12):
         full = np.ones(rows.shape[0])
         full[start : start + k] = lam_rel
-        _api._raise_if_indefinite(fam, _Rows(rows), full)
+        # raises for truly indefinite metrics; returns points whose float64 metric only looked indefinite
+        looked = _api._raise_if_indefinite(fam, _Rows(rows), full)
     r[start : start + k] = rr
     rel[start : start + k] = np.where(np.isfinite(e) & np.isfinite(rr), e, np.inf)
+    rel[looked] = np.inf  # recompute those in high precision
     tick(k)
 
 
