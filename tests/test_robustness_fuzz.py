@@ -73,7 +73,7 @@ def _print_case_counts(request):
             print("\n".join(lines))
 
 
-def expect_error(category, fn, *names):
+def assert_error_names(category, fn, *names):
     """``fn()`` must raise ValueError/TypeError whose message names one of ``names``."""
     with pytest.raises((ValueError, TypeError)) as exc:
         fn()
@@ -83,7 +83,7 @@ def expect_error(category, fn, *names):
     return msg
 
 
-def check_curvature(category, family, theta, truth, **kwargs):
+def assert_curvature(category, family, theta, truth, **kwargs):
     """Precision-controlled R at ``theta`` (fixed batch): each point equals ``truth`` or is reported undefined."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
@@ -142,7 +142,7 @@ def test_nan_and_inf_coordinates_are_rejected_by_name(data, fn):
     fam = data.draw(st.sampled_from([CAT3, ATT4, geometry.gaussian()]))
     if fam.kind == "exponential":
         theta[:, 1] = np.where(np.isfinite(theta[:, 1]), np.abs(theta[:, 1]) + 0.1, theta[:, 1])
-    msg = expect_error("non-finite coordinates", lambda: POINT_FUNCTIONS[fn](fam, theta), "theta")
+    msg = assert_error_names("non-finite coordinates", lambda: POINT_FUNCTIONS[fn](fam, theta), "theta")
     assert "NaN or inf" in msg
 
 
@@ -153,21 +153,21 @@ def test_sweep_rejects_non_finite_coordinates(i, j, bad):
     the Gaussian's Levi-Civita kernel), so it is fuzzed on the categorical family only."""
     theta = np.zeros((BATCH, 2))
     theta[i, j] = bad
-    expect_error("non-finite coordinates", lambda: geometry.sweep(CAT3, theta, progress=False), "theta")
+    assert_error_names("non-finite coordinates", lambda: geometry.sweep(CAT3, theta, progress=False), "theta")
 
 
 @FUZZ
 @given(x=st.lists(finite, min_size=2, max_size=2), bad=hostile_scalar, j=st.integers(0, 1))
 def test_oracle_rejects_non_finite_coordinates(x, bad, j):
     x[j] = bad
-    expect_error("non-finite coordinates", lambda: geometry.scalar_curvature_mp(CAT3, x, 30), "theta")
-    expect_error("non-finite coordinates", lambda: derivations.mp_scalar_curvature(ATT4, x, 30), "theta")
+    assert_error_names("non-finite coordinates", lambda: geometry.scalar_curvature_mp(CAT3, x, 30), "theta")
+    assert_error_names("non-finite coordinates", lambda: derivations.mp_scalar_curvature(ATT4, x, 30), "theta")
 
 
 # --------------------------------------------------------------------------- huge logits
 
-#: logits up to 1e18 for the curvature: beyond a logit gap of ~3e18 the default returns a wrong +-inf
-#: (pinned in ``test_defect_logit_gap_beyond_1e18_gives_infinite_curvature``); the entropy goes to 1e300
+#: logits up to 1e18 for the curvature (beyond a logit gap of ~3e18 points need > MAX_DPS digits and are
+#: reported undefined: ``test_defect_logit_gap_beyond_1e18_gives_infinite_curvature``); the entropy goes to 1e300
 CURVATURE_MAGNITUDE = st.floats(-3, 18).map(lambda e: 10.0**e)
 ENTROPY_MAGNITUDE = st.floats(-3, 300).map(lambda e: 10.0**e)
 direction2 = st.lists(st.floats(-1, 1), min_size=2, max_size=2).filter(lambda v: max(map(abs, v)) > 1e-3)
@@ -179,7 +179,7 @@ ALONG = np.array([[1.0], [0.5], [-1.0], [1e-3]])  # four points along the ray (f
 def test_categorical_with_huge_logits_is_exact_or_reported(mag, direction):
     """``theta = mag * v`` with ``|theta|`` up to 1e18: R = 1/2 exactly, or a reported undefined point."""
     theta = np.tile(mag * np.asarray(direction), (BATCH, 1)) * ALONG
-    check_curvature("huge logits", CAT3, theta, simplex_curvature(3))
+    assert_curvature("huge logits", CAT3, theta, simplex_curvature(3))
 
 
 @FUZZ
@@ -207,7 +207,7 @@ def test_attention_toward_a_vertex_matches_the_oracle(mag, direction):
     x = mag * np.asarray(direction)
     theta = np.tile(x, (BATCH, 1)) * np.array([[1.0], [0.9], [0.5], [0.1]])
     truth = [oracle(ATT4, t) for t in theta]
-    check_curvature("huge logits", ATT4, theta, truth)
+    assert_curvature("huge logits", ATT4, theta, truth)
 
 
 # --------------------------------------------------------------------------- keys
@@ -258,7 +258,7 @@ def test_degenerate_keys_fail_loudly_or_give_the_oracle_value(case, x):
         truth = [oracle(fam, t, dps=400) for t in theta]
     else:
         truth = [oracle(fam, t) for t in theta]
-    check_curvature("degenerate keys", fam, theta, truth)
+    assert_curvature("degenerate keys", fam, theta, truth)
 
 
 @FUZZ
@@ -266,8 +266,8 @@ def test_degenerate_keys_fail_loudly_or_give_the_oracle_value(case, x):
 def test_more_query_dimensions_than_key_directions(n, extra):
     m = n + extra  # m > n - 1
     keys = np.arange(n * m, dtype=float).reshape(n, m) % 7
-    expect_error("m > n - 1", lambda: geometry.attention(keys), "keys")
-    expect_error("m > n - 1", lambda: geometry.multihead_attention([keys]), "keys_list", "heads")
+    assert_error_names("m > n - 1", lambda: geometry.attention(keys), "keys")
+    assert_error_names("m > n - 1", lambda: geometry.multihead_attention([keys]), "keys_list", "heads")
 
 
 # --------------------------------------------------------------------------- dtypes
@@ -307,7 +307,7 @@ def test_low_precision_and_integer_arrays_mean_their_values(x, dtype):
 ), fn=st.sampled_from(sorted(POINT_FUNCTIONS)))
 def test_wrong_trailing_dimension_and_0d_are_rejected(shape, fn):
     theta = np.zeros(shape)
-    msg = expect_error("shapes", lambda: POINT_FUNCTIONS[fn](CAT3, theta), "theta")
+    msg = assert_error_names("shapes", lambda: POINT_FUNCTIONS[fn](CAT3, theta), "theta")
     assert "2" in msg
 
 
@@ -331,7 +331,7 @@ def test_empty_and_misshapen_keys(shape, fn):
     keys = np.zeros(shape)
     call = {"attention": lambda: geometry.attention(keys), "project_keys": lambda: geometry.project_keys(keys),
             "multihead": lambda: geometry.multihead_attention([keys])}[fn]
-    expect_error("shapes", call, "keys")
+    assert_error_names("shapes", call, "keys")
 
 
 # --------------------------------------------------------------------------- temperature and scale
@@ -342,10 +342,10 @@ bad_positive = st.one_of(st.sampled_from([0.0, -0.0, np.nan, np.inf, -np.inf]), 
 @FUZZ
 @given(t=st.one_of(bad_positive, st.sampled_from([None, "hot", [1.0], 1j])))
 def test_bad_temperature_and_scale_are_rejected_by_name(t):
-    expect_error("temperature/scale", lambda: geometry.categorical(3, temperature=t), "temperature")
+    assert_error_names("temperature/scale", lambda: geometry.categorical(3, temperature=t), "temperature")
     if t is not None:  # scale=None means the default 1/sqrt(m)
-        expect_error("temperature/scale", lambda: geometry.attention(KEYS4, scale=t), "scale")
-        expect_error("temperature/scale", lambda: geometry.multihead_attention([KEYS4], scale=t), "scale")
+        assert_error_names("temperature/scale", lambda: geometry.attention(KEYS4, scale=t), "scale")
+        assert_error_names("temperature/scale", lambda: geometry.multihead_attention([KEYS4], scale=t), "scale")
 
 
 @FUZZ
@@ -353,12 +353,12 @@ def test_bad_temperature_and_scale_are_rejected_by_name(t):
 def test_extreme_positive_temperatures_leave_the_curvature_unchanged(log_t, x):
     """The temperature only rescales coordinates: R = 1/2 for every T in [1e-17, 1e300].
 
-    Range: logit gaps |x|/T beyond ~3e18 return a wrong +-inf flagged as high precision,
-    pinned in ``test_defect_logit_gap_beyond_1e18_gives_infinite_curvature``.
+    Range: logit gaps |x|/T beyond ~3e18 need more than MAX_DPS digits and are reported undefined
+    (``test_defect_logit_gap_beyond_1e18_gives_infinite_curvature``).
     """
     fam = geometry.categorical(3, temperature=10.0**log_t)
     theta = np.tile(np.asarray(x), (BATCH, 1)) * np.array([[1.0], [0.3], [-1.0], [1e-3]])
-    check_curvature("temperature/scale", fam, theta, simplex_curvature(3))
+    assert_curvature("temperature/scale", fam, theta, simplex_curvature(3))
 
 
 # --------------------------------------------------------------------------- user families
@@ -370,7 +370,7 @@ def test_non_convex_log_partition_is_rejected(a, b, c):
     """psi = -a eta0^2 + b eta1^2 + c eta0 eta1 has an indefinite Hessian: ValueError naming convexity."""
     fam = geometry.exponential_family(lambda e, xp: -a * e[0] ** 2 + b * e[1] ** 2 + c * e[0] * e[1], dim=2, name="indefinite")
     theta = np.full((BATCH, 2), 0.3)
-    msg = expect_error("user log-partition", lambda: geometry.scalar_curvature(fam, theta), "log-partition", "log_partition")
+    msg = assert_error_names("user log-partition", lambda: geometry.scalar_curvature(fam, theta), "log-partition", "log_partition")
     assert "convex" in msg
 
 
@@ -385,7 +385,7 @@ def test_log_partition_with_wrong_shape_or_nan(kind):
     fam = geometry.exponential_family(fn, dim=2, name=f"bad-{kind}")
     theta = np.full((BATCH, 2), 0.5)
     for f in (geometry.scalar_curvature, geometry.fisher_metric):
-        expect_error("user log-partition", lambda: f(fam, theta), "log_partition", "log-partition")
+        assert_error_names("user log-partition", lambda: f(fam, theta), "log_partition", "log-partition")
 
 
 @FEW
@@ -398,7 +398,7 @@ def test_discrete_log_probs_that_are_not_log_probabilities(kind):
     }[kind]
     fam = geometry.discrete_family(fn, dim=2, name=f"bad-{kind}")
     for f in (geometry.scalar_curvature, geometry.entropy):
-        expect_error("user log-probs", lambda: f(fam, np.full((BATCH, 2), 0.5)), "log_probs")
+        assert_error_names("user log-probs", lambda: f(fam, np.full((BATCH, 2), 0.5)), "log_probs")
 
 
 # --------------------------------------------------------------------------- keyword arguments
@@ -407,7 +407,7 @@ def test_discrete_log_probs_that_are_not_log_probabilities(kind):
 @FUZZ
 @given(rtol=st.one_of(st.sampled_from([0, 1, -1e-8, 2.0, np.nan, np.inf, "1e-8", None]), st.floats(min_value=1.0)))
 def test_bad_rtol(rtol):
-    expect_error("keyword arguments", lambda: geometry.scalar_curvature(CAT3, np.zeros((BATCH, 2)), rtol=rtol), "rtol")
+    assert_error_names("keyword arguments", lambda: geometry.scalar_curvature(CAT3, np.zeros((BATCH, 2)), rtol=rtol), "rtol")
 
 
 @FUZZ
@@ -415,8 +415,8 @@ def test_bad_rtol(rtol):
 def test_unknown_methods(method):
     if method in ("hessian", "levi-civita", "cumulant", "covariance", "score"):
         return
-    expect_error("keyword arguments", lambda: geometry.scalar_curvature(CAT3, np.zeros(2), method=method), "method")
-    expect_error("keyword arguments", lambda: geometry.fisher_metric(CAT3, np.zeros(2), method=method), "method")
+    assert_error_names("keyword arguments", lambda: geometry.scalar_curvature(CAT3, np.zeros(2), method=method), "method")
+    assert_error_names("keyword arguments", lambda: geometry.fisher_metric(CAT3, np.zeros(2), method=method), "method")
 
 
 @FUZZ
@@ -432,7 +432,7 @@ def test_constructor_and_family_arguments(arg, bad):
         "log_probs": (lambda: geometry.discrete_family(bad, dim=1), "log_probs"),
     }
     fn, name = calls[arg]
-    expect_error("constructor arguments", fn, name)
+    assert_error_names("constructor arguments", fn, name)
 
 
 # --------------------------------------------------------------------------- derivations
@@ -442,7 +442,7 @@ def test_constructor_and_family_arguments(arg, bad):
 @given(v=st.one_of(st.sampled_from([np.nan, np.inf, -np.inf]), st.floats(allow_nan=False), st.integers(-10**6, 10**6)))
 def test_exact_rational_is_exact_or_refuses_non_finite(v):
     if not math.isfinite(float(v)):
-        expect_error("derivations", lambda: derivations.exact_rational(v), "non-finite")
+        assert_error_names("derivations", lambda: derivations.exact_rational(v), "non-finite")
         return
     q = derivations.exact_rational(v)
     assert q.p / q.q == float(v) and mpmath.mpf(q.p) / q.q == mpmath.mpf(float(v))
@@ -452,14 +452,14 @@ def test_exact_rational_is_exact_or_refuses_non_finite(v):
 @FEW
 @given(bad=st.sampled_from(["categorical", None, 3, np.eye(2)]))
 def test_derivations_reject_non_families(bad):
-    expect_error("derivations", lambda: derivations.formulate(bad), "family")
-    expect_error("derivations", lambda: derivations.mp_scalar_curvature(bad, [0.0, 0.0]), "family")
+    assert_error_names("derivations", lambda: derivations.formulate(bad), "family")
+    assert_error_names("derivations", lambda: derivations.mp_scalar_curvature(bad, [0.0, 0.0]), "family")
 
 
 @FEW
 @given(x=st.lists(st.floats(-3, 3), min_size=0, max_size=4).filter(lambda v: len(v) != 2))
 def test_derivations_mp_metric_wrong_length(x):
-    expect_error("derivations", lambda: derivations.mp_metric(CAT3, x), "x", "coordinates")
+    assert_error_names("derivations", lambda: derivations.mp_metric(CAT3, x), "x", "coordinates")
 
 
 @FEW
@@ -473,8 +473,8 @@ def test_derivations_mp_metric_matches_geometry(x):
 
 def test_derivations_curvature_rejects_a_non_square_metric():
     alg = derivations.formulate(geometry.categorical(3)).alg
-    expect_error("derivations", lambda: derivations.curvature(alg, [[1, 0], [0]]), "square", "metric")
-    expect_error("derivations", lambda: derivations.run_all(only=["no-such-derivation"], progress=lambda *a: None), "unknown derivation")
+    assert_error_names("derivations", lambda: derivations.curvature(alg, [[1, 0], [0]]), "square", "metric")
+    assert_error_names("derivations", lambda: derivations.run_all(only=["no-such-derivation"], progress=lambda *a: None), "unknown derivation")
 
 
 # =========================================================================== defects found by the audit, fixed
