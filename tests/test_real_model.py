@@ -133,14 +133,14 @@ def test_budget_cut_points_are_counted_not_dropped():
     rng = np.random.default_rng(0)
     keys = rng.normal(size=(40, 3))
     q = np.vstack([rng.normal(size=(4, 3)), 500.0 * keys[:2]])  # the last two are nearly one-hot
-    res = analysis.head_curvatures(keys[None], q[None], hp_budget=0.0, rng=rng)
+    res = analysis.head_curvatures(keys[None], q[None], hp_points=0, rng=rng)
     c = res.counts()
     assert c["total"] == 6 and (c["float64"], c["not_computed_budget"]) == (4, 2)
     cut = res.status == analysis.BUDGET
     assert np.all(cut[0, 4:]) and np.all(np.isnan(res.curvature[cut]))
     assert np.all(res.rel_f64[cut] > analysis.CURVATURE_RTOL) and np.all(np.isfinite(res.curvature[~cut]))
     # with a budget the same points are recomputed in mpmath to CURVATURE_RTOL
-    full = analysis.head_curvatures(keys[None], q[None], hp_budget=60.0, rng=rng)
+    full = analysis.head_curvatures(keys[None], q[None], hp_points=None, rng=rng)
     assert full.counts()["high_precision"] == 2
     assert np.all(full.rel_error <= analysis.CURVATURE_RTOL)
     np.testing.assert_allclose(full.curvature[~cut], res.curvature[~cut], rtol=0, atol=0)
@@ -150,7 +150,7 @@ def test_budget_cut_points_are_counted_not_dropped():
 def test_rank_deficient_head_is_undefined_everywhere():
     keys = np.random.default_rng(1).normal(size=(40, 3))
     keys[:, 2] = keys[:, 0]  # centred rank 2 < m = 3
-    res = analysis.head_curvatures(keys[None], keys[None, :5], hp_budget=0.0, rng=np.random.default_rng(0))
+    res = analysis.head_curvatures(keys[None], keys[None, :5], hp_points=0, rng=np.random.default_rng(0))
     assert res.counts()["undefined"] == 5 and np.all(np.isnan(res.curvature))
 
 

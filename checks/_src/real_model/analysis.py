@@ -18,7 +18,7 @@ For layer :math:`\ell`, head :math:`h` and window :math:`w`, query token :math:`
 Precision.  Every value comes from the public ``geometry.scalar_curvature``: the float64
 ``cumulant`` route with the core's error estimate
 :math:`64\,\varepsilon\,\kappa(g)\,(|T|^2+|\tau|^2)/|R|`, and for points above
-``CURVATURE_RTOL`` the precision-controlled call (mpmath fallback) within a time budget.
+``CURVATURE_RTOL`` the precision-controlled call (mpmath fallback) within a budget of points.
 Points the budget does not reach are NaN with status ``not_computed_budget`` and are
 counted in every result (never dropped silently).  Softmax keys are traced arguments in
 the core, so each key shape compiles once for all 72 x windows heads.
@@ -55,14 +55,14 @@ FLOAT64, HIGH_PRECISION, UNDEFINED, BUDGET = 0, 1, 2, 3  # geometry.STATUS_NAMES
 class Settings:
     length: int  # tokens per window incl. [CLS]/[SEP]
     windows: int
-    hp_budget: float  # seconds of mpmath fallback for the real queries
-    aux_budget: float  # seconds of mpmath fallback for the short sentence and for the slice, each
+    hp_points: int  # points recomputed in mpmath for the real queries (a count, not seconds: same seed => same numbers)
+    aux_points: int  # points recomputed in mpmath for the short sentence and for the slice, each
     slice_grid: int  # points per axis of the 2-d slice
 
 
 #: --quick: one 64-token window, no mpmath (points above CURVATURE_RTOL are counted as not computed).
-QUICK = Settings(length=64, windows=1, hp_budget=0.0, aux_budget=0.0, slice_grid=16)
-DEFAULT = Settings(length=128, windows=3, hp_budget=45.0, aux_budget=5.0, slice_grid=32)
+QUICK = Settings(length=64, windows=1, hp_points=0, aux_points=0, slice_grid=16)
+DEFAULT = Settings(length=128, windows=3, hp_points=40, aux_points=10, slice_grid=32)
 
 
 def settings(quick: bool) -> Settings:
@@ -100,14 +100,15 @@ def centred_rank(keys: np.ndarray) -> tuple[int, float]:
     return int(np.sum(sv > RANK_RTOL * sv[0])), ratio
 
 
-def head_curvatures(keys, queries, hp_budget: float, rng: np.random.Generator, bar=None) -> Curvatures:
+def head_curvatures(keys, queries, hp_points: int | None, rng: np.random.Generator, bar=None) -> Curvatures:
     """Curvature and entropy at ``queries[j, i]`` of the family ``attention(keys[j], 1/sqrt(32))``.
 
     ``keys``: (J, n, m); ``queries``: (J, N, m).  Two public passes of
     ``geometry.scalar_curvature``: the raw float64 ``cumulant`` route with its error
     estimate at every point, then the precision-controlled call (mpmath fallback) on the
     points above ``CURVATURE_RTOL``, one point at a time in a seeded random order (so a
-    budget cut leaves an unbiased subset) until ``hp_budget`` seconds are spent (0: none).
+    budget cut leaves an unbiased subset) until ``hp_points`` points are done (0: none; None: all).
+    The budget is a count, not a time, so the same seed gives the same numbers on any machine.
     Heads whose centred keys are rank deficient are ``undefined`` at every point.
     """
     keys = np.asarray(keys, np.float64)
@@ -136,17 +137,13 @@ def head_curvatures(keys, queries, hp_budget: float, rng: np.random.Generator, b
     bad = np.argwhere((status == FLOAT64) & ~(rel <= CURVATURE_RTOL))
     bad = bad[rng.permutation(len(bad))]
     r[tuple(bad.T)] = np.nan
-    start = time.perf_counter()
-    for a, i in bad:
+    for k, (a, i) in enumerate(bad):
         a, i = int(a), int(i)
-        left = hp_budget - (time.perf_counter() - start)
-        if left <= 0:
+        if hp_points is not None and k >= hp_points:
             status[a, i] = BUDGET
-            reasons[(a, i)] = f"not computed: high-precision budget {hp_budget:g} s exhausted (float64 error {rel[a, i]:.1e})"
+            reasons[(a, i)] = f"not computed: high-precision budget of {hp_points} points exhausted (float64 error {rel[a, i]:.1e})"
             continue
-        val, info = geometry.scalar_curvature(
-            families[a], queries[a, i], return_info=True, rtol=CURVATURE_RTOL, time_budget=left
-        )
+        val, info = geometry.scalar_curvature(families[a], queries[a, i], return_info=True, rtol=CURVATURE_RTOL)
         st = int(info.status)
         status[a, i], r[a, i], rel[a, i] = st, float(val), float(info.rel_error)
         if info.reasons:
@@ -190,7 +187,7 @@ def _short_ids(model: bert.Bert) -> np.ndarray:
     return np.array([text.CLS_ID, *stream[: SHORT_LENGTH - 2], text.SEP_ID], np.int64)
 
 
-def short_sequence(model: bert.Bert, out: bert.BertOutput, b: int, budget: float, rng) -> dict:
+def short_sequence(model: bert.Bert, out: bert.BertOutput, b: int, budget: int, rng) -> dict:
     """The ``n - 1 <= 32`` finding on batch item ``b`` (the first 22 word pieces of the prose).
 
     Keys projected on the span of their centred keys (``geometry.project_keys``) give an
@@ -207,7 +204,7 @@ def short_sequence(model: bert.Bert, out: bert.BertOutput, b: int, budget: float
             proj_k.append(kp)
             proj_q.append(q @ basis)
     expected = (n - 1) * (n - 2) / 4
-    res = head_curvatures(np.array(proj_k), np.array(proj_q), hp_budget=budget, rng=rng)
+    res = head_curvatures(np.array(proj_k), np.array(proj_q), hp_points=budget, rng=rng)
     ok = np.isfinite(res.curvature)
     dev = np.abs(res.curvature[ok] - expected) / expected
     return {
@@ -229,7 +226,7 @@ def short_sequence(model: bert.Bert, out: bert.BertOutput, b: int, budget: float
 SLICE_LOGIT_RMS = 4.0
 
 
-def slice_fields(model_keys, model_queries, ent, grid: int, layer: int, budget: float, rng) -> dict:
+def slice_fields(model_keys, model_queries, ent, grid: int, layer: int, budget: int, rng) -> dict:
     r"""R and H on the plane ``q0 + a v1 + b v2`` (v1, v2: leading principal directions of the centred keys).
 
     ``q0`` is the real query of median entropy (window 0) in the head of lowest mean entropy
@@ -244,7 +241,7 @@ def slice_fields(model_keys, model_queries, ent, grid: int, layer: int, budget: 
     half = SLICE_LOGIT_RMS * math.sqrt(HEAD_DIM) * math.sqrt(keys.shape[0]) / sv[0]
     ts = np.linspace(-half, half, grid)
     pts = q0 + ts[:, None, None] * vt[0] + ts[None, :, None] * vt[1]
-    res = head_curvatures(keys[None], pts.reshape(1, -1, HEAD_DIM), hp_budget=budget, rng=rng)
+    res = head_curvatures(keys[None], pts.reshape(1, -1, HEAD_DIM), hp_points=budget, rng=rng)
     return {
         "layer": layer,
         "head": head,
@@ -291,7 +288,7 @@ def _measure(quick: bool, seed: int, bar_factory) -> Measurement:
     queries = out.queries[:, :s].transpose(0, 2, 1, 3, 4).reshape(nl * nh * s, n, HEAD_DIM)
     rng = np.random.default_rng([seed, 6])
     bar = bar_factory(total=nl * nh * s, desc="real-model heads") if bar_factory else None
-    res = head_curvatures(keys, queries, st.hp_budget, rng, bar)
+    res = head_curvatures(keys, queries, st.hp_points, rng, bar)
     if bar is not None and hasattr(bar, "close"):
         bar.close()
     shape = (nl, nh, s, n)
@@ -299,9 +296,9 @@ def _measure(quick: bool, seed: int, bar_factory) -> Measurement:
     h_model = -np.sum(np.where(att > 0, att * np.log(np.where(att > 0, att, 1.0)), 0.0), axis=-1)
     t2 = time.perf_counter()
     ent = res.entropy.reshape(shape)
-    short_res = short_sequence(model, out, s, st.aux_budget, rng)
+    short_res = short_sequence(model, out, s, st.aux_points, rng)
     t3 = time.perf_counter()
-    sl = slice_fields(out.keys, out.queries, ent, st.slice_grid, nl - 1, st.aux_budget, rng)
+    sl = slice_fields(out.keys, out.queries, ent, st.slice_grid, nl - 1, st.aux_points, rng)
     t4 = time.perf_counter()
     return Measurement(
         settings=st,
