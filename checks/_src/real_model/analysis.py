@@ -62,7 +62,7 @@ class Settings:
 
 #: --quick: one 64-token window, no mpmath (points above CURVATURE_RTOL are counted as not computed).
 QUICK = Settings(length=64, windows=1, hp_points=0, aux_points=0, slice_grid=16)
-DEFAULT = Settings(length=128, windows=3, hp_points=40, aux_points=10, slice_grid=32)
+DEFAULT = Settings(length=128, windows=3, hp_points=120, aux_points=20, slice_grid=32)
 
 
 def settings(quick: bool) -> Settings:
