@@ -150,3 +150,15 @@ def test_output_shapes_follow_the_leading_axes():
     assert geometry.fisher_metric(fam, np.zeros((3, 2))).shape == (3, 2, 2)
     assert geometry.christoffel(fam, np.zeros(2)).shape == (2, 2, 2)
     assert geometry.riemann(fam, np.zeros((1, 2))).shape == (1, 2, 2, 2, 2)
+
+
+def test_two_tied_dominant_outcomes_are_not_trusted_in_float64():
+    """p ~ (1/2, 1/2, 3e-37): the float64 metric is numerically singular and the Gram sums of
+    the cumulant route cancel to a *negative* |T|^2 + |tau|^2.  Found by hypothesis: the error
+    estimate came out negative and R = 7.6e-22 was returned as trusted.  R must be 1/2."""
+    fam = geometry.categorical(3, temperature=10**-1.6924759616802256)
+    theta = np.array([[1.6924759616802256] * 2, [-1.6924759616802256] * 2, [0.5, 0.5]])
+    r, info = geometry.scalar_curvature(fam, theta, return_info=True)
+    np.testing.assert_allclose(r, 0.5, rtol=1e-10)
+    assert np.all(info.rel_error >= 0)
+    np.testing.assert_allclose(geometry.sweep(fam, theta, progress=False), 0.5, rtol=1e-10)

@@ -312,6 +312,7 @@ def _route_kernel(route, cross_check=False):
             other = "hessian" if route == "levi-civita" else "levi-civita"
             r2 = _curv.ROUTES[other](family, theta)[0]
             est = jnp.maximum(est, SAFETY * jnp.abs(r - r2) / jnp.abs(r))
+        est = jnp.where(est >= 0, est, jnp.inf)  # a negative or NaN estimate means garbage: recompute
         if family.kind == "softmax-linear":  # definite by construction (centred keys have rank m)
             return r, est, jnp.ones_like(r)
         lam = jnp.linalg.eigvalsh(_fisher.metric(family, theta))

@@ -141,7 +141,7 @@ def scalar_hessian(family: Family, theta):
     g, t = hessian_jets(family, theta)
     t2, tau2, kappa = _hessian_contractions(g, t)
     r = 0.25 * (t2 - tau2)
-    return r, (t2 + tau2) / jnp.abs(r), kappa
+    return r, (jnp.abs(t2) + jnp.abs(tau2)) / jnp.abs(r), kappa
 
 
 def cumulant_contractions(w, u):
@@ -157,6 +157,11 @@ def cumulant_contractions(w, u):
         gram = wt @ wt.T
         t2 = w @ (gram**3) @ w
         tau2 = (w * norms) @ gram @ (w * norms)
+        # The Gram sums have terms of both signs: their rounding error scales with the sum of
+        # |terms|, not with |T|^2 + |tau|^2.  Fold that ratio into the returned amplification so
+        # that kappa * (|T|^2 + |tau|^2) is the true error scale of R.
+        mag = w @ jnp.abs(gram**3) @ w + jnp.abs(w * norms) @ jnp.abs(gram) @ jnp.abs(w * norms)
+        kappa = kappa * mag / (jnp.abs(t2) + jnp.abs(tau2))
     else:  # tensor form, O(n m^3)
         tt = jnp.einsum("a,ai,aj,ak->ijk", w, wt, wt, wt)
         t2 = jnp.sum(tt**2)

@@ -150,16 +150,22 @@ def _cumulant(family: Family, x):
             wt = ua @ la.T  # whitened atoms W_a = L^{-1} u_a
             gram = wt @ wt.T
             norms = np.array([gram[a, a] for a in range(n)], dtype=object)
-            t2 = _to_mpf(wa @ (gram * gram * gram) @ wa)
+            cube = gram * gram * gram
+            t2 = _to_mpf(wa @ cube @ wa)
             wn = wa * norms
             tau2 = _to_mpf(wn @ gram @ wn)
-        return t2, tau2, _kappa(g, ginv)
+            absn = np.vectorize(abs, otypes=[object])
+            mag = _to_mpf(wa @ absn(cube) @ wa + absn(wn) @ absn(gram) @ absn(wn))
+        return t2, tau2, _kappa(g, ginv) * mag / (abs(t2) + abs(tau2))  # see curvature.cumulant_contractions
     wt = [[mpmath.fsum(linv[i, j] * u[a][j] for j in range(i + 1)) for i in range(m)] for a in range(n)]
     norms = [mpmath.fsum(c * c for c in row) for row in wt]
     if n <= m * m:
         gram = [[mpmath.fsum(wt[a][i] * wt[b][i] for i in range(m)) for b in range(n)] for a in range(n)]
         t2 = mpmath.fsum(w[a] * w[b] * gram[a][b] ** 3 for a in range(n) for b in range(n))
         tau2 = mpmath.fsum(w[a] * w[b] * norms[a] * norms[b] * gram[a][b] for a in range(n) for b in range(n))
+        mag = mpmath.fsum(abs(w[a] * w[b] * gram[a][b] ** 3) + abs(w[a] * w[b] * norms[a] * norms[b] * gram[a][b])
+                          for a in range(n) for b in range(n))
+        return t2, tau2, _kappa(g, ginv) * mag / (abs(t2) + abs(tau2))  # see curvature.cumulant_contractions
     else:
         tt = {}
         for i, j, k in itertools.combinations_with_replacement(range(m), 3):
@@ -319,7 +325,7 @@ def evaluate(family: Family, theta, dps: int):
             t2, tau2, kappa = _hessian(family, x)
         else:
             return _levi_civita(family, x)
-        return (t2 - tau2) / 4, (t2 + tau2) / 4, kappa
+        return (t2 - tau2) / 4, (abs(t2) + abs(tau2)) / 4, kappa
 
 
 def curvature(family: Family, theta, rtol: float = 1e-8, dps: int = 40):

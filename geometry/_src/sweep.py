@@ -131,6 +131,12 @@ def _contractions_batch_major(w, u):
         gram = sum(v[:, :, None] * v[:, None, :] for v in wt)
         t2 = jnp.sum(w[:, :, None] * w[:, None, :] * gram**3, axis=(1, 2))
         tau2 = jnp.sum(wn[:, :, None] * wn[:, None, :] * gram, axis=(1, 2))
+        # terms of both signs: fold (sum of |terms|) / (|T|^2 + |tau|^2) into the amplification,
+        # as in curvature.cumulant_contractions
+        mag = jnp.sum(w[:, :, None] * w[:, None, :] * jnp.abs(gram**3), axis=(1, 2)) + jnp.sum(
+            jnp.abs(wn[:, :, None] * wn[:, None, :] * gram), axis=(1, 2)
+        )
+        kappa = kappa * mag / (jnp.abs(t2) + jnp.abs(tau2))
     else:  # tensor form over the distinct entries i <= j <= k of the symmetric T, O(n m^3 / 6)
         t2 = 0.0
         for i, j, k in itertools.combinations_with_replacement(range(m), 3):
@@ -151,14 +157,14 @@ def cumulant_batch_major(family: Family, x):
         raise ValueError(f"cumulant_batch_major needs a softmax-linear family with dim <= {MAX_UNROLLED_DIM}; got {family!r}")
     t2, tau2, kappa = _contractions_batch_major(*_atoms_batch_major(family, x))
     r = 0.25 * (t2 - tau2)
-    return r, (t2 + tau2) / jnp.abs(r), kappa
+    return r, (jnp.abs(t2) + jnp.abs(tau2)) / jnp.abs(r), kappa
 
 
 def cumulant_point(family: Family, theta):
     """Route ``cumulant`` at one point: :func:`geometry._src.curvature.cumulant_contractions` of the atoms."""
     t2, tau2, kappa = _curv.cumulant_contractions(*_fisher.softmax_atoms(family, theta))
     r = 0.25 * (t2 - tau2)
-    return r, (t2 + tau2) / jnp.abs(r), kappa
+    return r, (jnp.abs(t2) + jnp.abs(tau2)) / jnp.abs(r), kappa
 
 
 @functools.lru_cache(maxsize=256)
