@@ -381,14 +381,13 @@ def scalar_curvature(
     dps = np.zeros(n, np.int32)
     reasons: dict = {}
 
+    _validate_user_family(fam, flat, chunk_size)  # no-op for softmax families and empty batches
     if fam.dim == 1:
         r = np.zeros(n)
         rel = np.zeros(n)
         if fam.kind != "softmax-linear" and n:
-            _validate_user_family(fam, flat, chunk_size)
             _check_positive_definite(fam, flat, chunk_size)
     else:
-        _validate_user_family(fam, flat, chunk_size)
         kernels = _CONTROLLED_KERNELS if method is None else _ROUTE_KERNELS
         r, rel, lam_rel = map_points(kernels[route], fam, flat, chunk_size, progress)
         if fam.kind != "softmax-linear":
