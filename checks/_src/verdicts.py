@@ -87,16 +87,21 @@ def law_family(fit: LinearFit, eta2: float) -> tuple[bool, list[str]]:
     return (not why), why
 
 
+def finite_pairs(h, r):
+    """The ``(H, R)`` pairs where both are finite, as float arrays (NaN marks a point not computed)."""
+    h = np.asarray(h, float)
+    r = np.asarray(r, float)
+    ok = np.isfinite(h) & np.isfinite(r)
+    return h[ok], r[ok]
+
+
 def path_decreasing(h, r) -> tuple[float, bool]:
     """Fraction of steps of a path (sorted by H) on which dR/dH < 0, and whether the path holds.
 
     A step is negative when ``Delta R / Delta H < 0`` and ``|Delta R| > DRDH_FLAT_RTOL * max|R|``
     (a constant R, dR/dH = 0, is *not* decreasing).
     """
-    h = np.asarray(h, float)
-    r = np.asarray(r, float)
-    ok = np.isfinite(h) & np.isfinite(r)
-    h, r = h[ok], r[ok]
+    h, r = finite_pairs(h, r)
     if h.size < 2:
         return float("nan"), False
     order = np.argsort(h, kind="stable")
@@ -133,10 +138,7 @@ def limit_family(exponent: float, r_last: float) -> tuple[bool, list[str]]:
 
 def top_decile_negative(h, r) -> tuple[float, bool]:
     """Fraction of points with R < 0 among the top 10% entropies, and whether it reaches the threshold."""
-    h = np.asarray(h, float)
-    r = np.asarray(r, float)
-    ok = np.isfinite(h) & np.isfinite(r)
-    h, r = h[ok], r[ok]
+    h, r = finite_pairs(h, r)
     if h.size < 10:
         return float("nan"), False
     cut = np.quantile(h, 0.9)
