@@ -248,8 +248,15 @@ def jax_vmap_natural(family, theta):
     return jax.jit(jax.vmap(lambda t: fisher.natural_chart(family, t)))(theta)
 
 
-def geomstats_status():
-    """geomstats 2.8 needs numpy < 2.4: it is only used from its own venv ``.venv-geomstats`` (``bench`` extra)."""
+def geomstats_status(name=None, family=None, theta=None, reference=None, levi_civita_rate=None, quick=False):
+    """geomstats 2.8 (autograd backend) on the same points, run by ``benchmarks/geomstats_driver.py`` in ``.venv-geomstats``.
+
+    geomstats 2.8 needs numpy < 2.4, so it lives in its own virtual environment at the
+    repository root (``bench`` extra); without it this is a skip with the reason.  With no
+    configuration, only that check.  Otherwise the driver times geomstats'
+    ``RiemannianMetric.scalar_curvature`` on a prefix of ``theta`` (``reference``: our
+    default values on those points) for ``budget`` seconds per variant, and we compare.
+    """
     venv_py = os.path.join(ROOT, ".venv-geomstats", "bin", "python")
     if not os.path.exists(venv_py):
         return {
@@ -257,7 +264,71 @@ def geomstats_status():
             "environment (python -m venv .venv-geomstats && .venv-geomstats/bin/pip install geomstats==2.8 "
             "autograd 'numpy<2.4'); this run did not find .venv-geomstats"
         }
-    return {"skipped": ".venv-geomstats found but the geomstats driver is not implemented in this version"}
+    if family is None:
+        return {"python": venv_py}
+    exact = None
+    if family.kind == "softmax-linear" and len(family.heads) == 1 and family.name.startswith("categorical("):
+        n = family.heads[0].keys.shape[0]
+        req, exact = {"family": "categorical", "n": n, "scale": float(family.heads[0].scale)}, (n - 1) * (n - 2) / 4
+    elif family.kind == "softmax-linear" and len(family.heads) == 1 and family.dim <= 4:
+        req = {"family": "attention", "keys": family.heads[0].keys.tolist(), "scale": float(family.heads[0].scale)}
+    elif family.name == "gaussian(mu, sigma)":
+        req, exact = {"family": "gaussian"}, -1.0
+    elif family.name == "gamma (user-defined)":
+        req = {"family": "gamma"}
+    else:
+        why = (f"dim {family.dim}: geomstats' autograd Riemann tensor takes dim^3 reverse passes through a nested "
+               "dim^2-pass Jacobian per point (under 2 points/s already at m = 4)") if family.kind == "softmax-linear" else "no geomstats counterpart wired"
+        return {"skipped": f"{name}: not run in geomstats ({why})", "summary": [f"geomstats: skipped ({why})"]}
+    budget = 3.0 if quick else 10.0
+    ref = np.asarray(reference, dtype=np.float64)
+    k = min(len(ref), 1000)
+    req.update(name=name, points=np.asarray(theta[:k], dtype=np.float64).tolist())
+    driver = os.path.join(ROOT, "benchmarks", "geomstats_driver.py")
+    timeout = 120 + 4 * budget
+    try:  # -I: isolated from PYTHONPATH and user site-packages (numpy 2.4 must not leak in)
+        proc = subprocess.run([venv_py, "-I", driver, "-"], input=json.dumps({"budget_seconds": budget, "configurations": [req]}),
+                              capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+        if proc.returncode != 0:
+            raise RuntimeError(f"driver exited {proc.returncode}: {proc.stderr[-1500:]}")
+        out = json.loads(proc.stdout.strip().splitlines()[-1])
+    except Exception as exc:  # geomstats is a comparison, not a deliverable: record the failure
+        reason = f"{type(exc).__name__}: {exc}"
+        return {"points_per_second": None, "failures": {"driver": reason}, "summary": [f"geomstats: driver failed: {reason[:300]}"]}
+    rec = out["configurations"][name]
+    res = {k_: out[k_] for k_ in ("geomstats_version", "backend", "numpy", "autograd", "python", "budget_seconds")}
+    res.update(driver="benchmarks/geomstats_driver.py", points_offered=k, primary=rec.get("primary"), points_per_second=None,
+               variants={}, failures={}, summary=[])
+    if rec.get("error"):
+        res["failures"]["configuration"] = rec["error"]
+        res["summary"].append(f"geomstats: failed: {rec['error']}")
+    for label, v in rec["variants"].items():
+        head = f"geomstats {out['geomstats_version']} ({out['backend']}) {label:15s}"
+        if v["error"]:
+            res["failures"][label] = v["error"]
+            res["variants"][label] = {"description": v["description"], "error": v["error"]}
+            res["summary"].append(f"{head} FAILED: {v['error'][:300]}")
+            continue
+        vals = np.asarray(v["values"], dtype=np.float64)
+        r = ref[: len(vals)]
+        var = {key: v[key] for key in ("description", "note", "points", "seconds", "points_per_second", "warmup_seconds", "nonfinite")}
+        var["ratio_vs_levi_civita"] = v["points_per_second"] / levi_civita_rate if levi_civita_rate else None
+        var["max_rel_diff_vs_default"] = float(np.nanmax(np.abs(vals - r) / np.maximum(np.abs(r), 1e-300))) if len(vals) else None
+        var["value_range"] = [float(np.nanmin(vals)), float(np.nanmax(vals))] if np.isfinite(vals).any() else None
+        ratio = f"x{var['ratio_vs_levi_civita']:.2g} vs levi-civita" if var["ratio_vs_levi_civita"] else ""
+        rate = _fmt_rate(v["points_per_second"]) if v["points_per_second"] >= 100 else f"{v['points_per_second']:10.2f} /s"
+        line = (f"{head} {rate}  {ratio}  "
+                f"max rel diff vs default {var['max_rel_diff_vs_default']:.1e}  ({v['points']} pts")
+        if exact is not None:
+            var["exact"] = exact
+            var["max_abs_err_vs_exact"] = float(np.nanmax(np.abs(vals - exact)))
+            line += f"; exact {exact:g}, geomstats gives {var['value_range'][0]:.6g}..{var['value_range'][1]:.6g}"
+        res["summary"].append(line + ")" + (f"  [{v['note']}]" if v["note"] else ""))
+        res["variants"][label] = var
+    prim = res["variants"].get(res["primary"], {})
+    for key in ("points_per_second", "ratio_vs_levi_civita", "max_rel_diff_vs_default"):
+        res[key] = prim.get(key)
+    return res
 
 
 # ---------------------------------------------------------------- subprocess measurements
@@ -446,9 +517,12 @@ def main(argv=None):
         else:
             print(f"  sympy closed form: {sc['skipped']}")
         conf["sympy_closed_form"] = sc
-        conf["geomstats"] = geomstats_status()
+        conf["geomstats"] = geomstats_status(name, fam, theta, ref, lc, quick)
+        for line in conf["geomstats"].get("summary", []):
+            print(f"  {line}")
         results["configs"][name] = conf
-    print(f"\n  geomstats: {geomstats_status()['skipped']}")
+    if "skipped" in geomstats_status():
+        print(f"\n  geomstats: {geomstats_status()['skipped']}")
 
     print("\n== cost against n and m (attention, cumulant route and default)")
     cost = cost_vs_size(geometry, quick, budget / 2)
