@@ -34,18 +34,44 @@ def as_points(family: Family, theta, name: str = "theta"):
         )
     lead = arr.shape[:-1]
     flat = arr.reshape(-1, family.dim)
-    finite = np.isfinite(flat).all(axis=1)
-    if not finite.all():
+    if not _all_finite(flat):
+        finite = np.isfinite(flat).all(axis=1)
         i = int(np.flatnonzero(~finite)[0])
         raise ValueError(
             f"{name} contains NaN or inf ({int((~finite).sum())} of {flat.shape[0]} points; first at flat "
             f"index {i}: {flat[i].tolist()}). Remove or replace those points; curvature needs finite coordinates."
         )
-    if family.domain is not None and flat.shape[0]:
+    if family.domain is not None and flat.shape[0] and not _inside_logit_bound(family, flat):
         msg = family.domain(flat)
         if msg:
             raise ValueError(f"{name} is outside the domain of {family.name}: {msg}")
     return flat, lead
+
+
+def _all_finite(flat: np.ndarray) -> bool:
+    """Whether every entry is finite.  Fast path: a finite sum has no NaN/inf term (an overflowing sum
+    of finite terms falls through to the elementwise test)."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        if np.isfinite(np.sum(flat)):
+            return True
+    return bool(np.isfinite(flat).all())
+
+
+def _inside_logit_bound(family: Family, flat: np.ndarray) -> bool:
+    r"""Whether no row of ``flat`` can violate the softmax-linear domain (logit spread overflowing float64).
+
+    :math:`|z_i| = s\,|k_i\cdot\theta| \le s\,\max_i\|k_i\|_1\,\max|\theta|`; when that bound is below
+    ``1e300`` every spread is finite and the row-by-row check of ``family.domain`` (an ``(N, n)``
+    matrix product and two reductions in numpy, as costly as the curvature kernel itself) cannot
+    fail, so it is skipped.  Any other family, or a larger bound, runs ``family.domain`` unchanged.
+    """
+    if family.kind != "softmax-linear" or not getattr(family.domain, "__qualname__", "").startswith("_logits_domain."):
+        return False
+    tmax = max(float(np.max(flat)), -float(np.min(flat)))
+    for h in family.heads:
+        if not float(h.scale) * float(np.max(np.sum(np.abs(h.keys), axis=1))) * tmax < 1e300:
+            return False
+    return True
 
 
 def _signature(family: Family):
@@ -78,7 +104,10 @@ def map_points(kernel: Callable, family: Family, flat: np.ndarray, chunk_size: i
     """Apply ``kernel(family, theta_row) -> pytree`` to every row of ``flat`` in fixed-size chunks.
 
     Every chunk has the same shape (the last one is padded with copies of its
-    first row and trimmed afterwards), so a sweep compiles exactly once.
+    first row and trimmed afterwards), so a sweep compiles exactly once.  Chunks
+    are pipelined: chunk ``k + 1`` is dispatched (JAX dispatch is asynchronous)
+    before the results of chunk ``k`` are copied out, so the host work overlaps
+    the computation; at most two chunks are in flight.
     """
     n = flat.shape[0]
     chunk = int(chunk_size or DEFAULT_CHUNK)
@@ -86,20 +115,33 @@ def map_points(kernel: Callable, family: Family, flat: np.ndarray, chunk_size: i
         chunk = 1 << max(0, int(n - 1).bit_length()) if n else 1
     static, params = _signature(family)
     fn = _compiled(kernel, static, chunk)
-    outs = []
+    if not n:
+        probe = jax.eval_shape(lambda t: kernel(family, t), jax.ShapeDtypeStruct((family.dim,), jnp.float64))
+        return jax.tree_util.tree_map(lambda s: np.zeros((0,) + s.shape, s.dtype), probe)
+    out = None
+    pending = None
+
+    def collect(start, k, res):
+        nonlocal out
+        leaves, tree = jax.tree_util.tree_flatten(res)
+        if out is None:
+            out = (tree, [np.empty((n,) + leaf.shape[1:], leaf.dtype) for leaf in leaves])
+        for dst, leaf in zip(out[1], leaves):
+            dst[start : start + k] = np.asarray(leaf)[:k]
+        if progress is not None:
+            progress(k)
+
     for start in range(0, n, chunk):
         block = flat[start : start + chunk]
         k = block.shape[0]
         if k < chunk:
             block = np.concatenate([block, np.repeat(block[:1], chunk - k, axis=0)])
         res = fn(params, jnp.asarray(block))
-        outs.append(jax.tree_util.tree_map(lambda a: np.asarray(a)[:k], res))
-        if progress is not None:
-            progress(k)
-    if not outs:
-        probe = jax.eval_shape(lambda t: kernel(family, t), jax.ShapeDtypeStruct((family.dim,), jnp.float64))
-        return jax.tree_util.tree_map(lambda s: np.zeros((0,) + s.shape, s.dtype), probe)
-    return jax.tree_util.tree_map(lambda *a: np.concatenate(a, axis=0), *outs)
+        if pending is not None:
+            collect(*pending)
+        pending = (start, k, res)
+    collect(*pending)
+    return jax.tree_util.tree_unflatten(out[0], out[1])
 
 
 def unflatten(tree, lead):
