@@ -94,25 +94,53 @@ def _atoms_batch_major(family: Family, x):
     ws, us = [], [[] for _ in range(m)]
     for h in family.heads:
         keys = jnp.asarray(h.keys)
-        n = keys.shape[0]
         z = h.scale * (x @ keys.T)  # (B, n)
         top = jnp.argmax(z, axis=1)
-        onehot = jnp.arange(n)[None, :] == top[:, None]
         e = jnp.exp(z - jnp.max(z, axis=1, keepdims=True))  # e_top = 1 exactly
         p = e / jnp.sum(e, axis=1, keepdims=True)
-        k_top = onehot.astype(keys.dtype) @ keys  # exact gather of the dominant key, (B, m)
         ws.append(p)
         for j in range(m):
-            d = keys[None, :, j] - k_top[:, j : j + 1]  # centred at the dominant key: no cancellation
+            k_top = jnp.take(keys[:, j], top)  # exact gather of the dominant key's coordinate, (B,)
+            d = keys[None, :, j] - k_top[:, None]  # centred at the dominant key: no cancellation
             us[j].append(h.scale * (d - jnp.sum(p * d, axis=1, keepdims=True)))
     return jnp.concatenate(ws, axis=1), [jnp.concatenate(parts, axis=1) for parts in us]
 
 
+def _whiten3(t, linv, m):
+    r"""Distinct entries ``a >= b >= c`` of :math:`\tilde T_{abc} = L^{-1}_{aa'}L^{-1}_{bb'}L^{-1}_{cc'}T_{a'b'c'}`.
+
+    ``t`` maps sorted (descending) index triples to ``(B,)`` vectors of the symmetric ``T``;
+    ``linv`` is lower triangular, applied one index at a time (``O(m^4)`` tiny vector operations).
+    """
+    key = lambda *idx: tuple(sorted(idx, reverse=True))  # noqa: E731
+    # t1[a', b', c] = sum_{c' <= c} Linv[c, c'] T[a', b', c']  (symmetric in a', b')
+    t1 = {(a, b, c): sum(linv[c, k] * t[key(a, b, k)] for k in range(c + 1)) for a in range(m) for b in range(a + 1) for c in range(m)}
+    # t2[a', b, c] = sum_{b' <= b} Linv[b, b'] t1[a', b', c]  (symmetric in b, c)
+    t2 = {(a, b, c): sum(linv[b, k] * t1[max(a, k), min(a, k), c] for k in range(b + 1)) for a in range(m) for b in range(m) for c in range(b + 1)}
+    # tw[a, b, c] = sum_{a' <= a} Linv[a, a'] t2[a', b, c]  (totally symmetric)
+    return {(a, b, c): sum(linv[a, k] * t2[k, b, c] for k in range(a + 1)) for a, b, c in _desc_triples(m)}
+
+
+def _desc_triples(m):
+    return [(a, b, c) for a in range(m) for b in range(a + 1) for c in range(b + 1)]
+
+
 def _contractions_batch_major(w, u):
-    """``(|T|^2_g, |tau|^2_g, kappa)`` per point, batch-major; formulas of ``cumulant_contractions``."""
+    """``(|T|^2_g, |tau|^2_g, kappa)`` per point, batch-major; formulas of ``cumulant_contractions``.
+
+    Tensor form (``n > m^2``): the atoms are not whitened; the third moment
+    :math:`T_{abc} = \\sum_i w_i u_{ia}u_{ib}u_{ic}` is accumulated in the key frame (its
+    products share the ``w u_a u_b`` factors of ``g``) and whitened as a tensor,
+    :math:`\\tilde T = T(L^{-\\top}\\cdot, L^{-\\top}\\cdot, L^{-\\top}\\cdot)`, which equals
+    :math:`\\sum_i w_i W_i^{\\otimes 3}` with :math:`W_i = L^{-1}u_i`; then
+    :math:`|T|^2_g = \\sum_{abc}\\tilde T_{abc}^2` and :math:`\\tau_c = \\sum_a \\tilde T_{aac}`
+    (:math:`= \\sum_i w_i |W_i|^2 W_{ic}`).  That is ``m(m+1)(m+2)/6`` row sums for ``T`` instead
+    of that plus ``m`` for ``tau`` and ``m`` whitened ``(B, N)`` atom arrays.
+    """
     m, n = len(u), w.shape[1]
     rowsum = functools.partial(jnp.sum, axis=1)
-    g = {(i, j): rowsum(w * u[i] * u[j]) for i in range(m) for j in range(i + 1)}
+    wuu = {(i, j): w * u[i] * u[j] for i in range(m) for j in range(i + 1)}
+    g = {ij: rowsum(v) for ij, v in wuu.items()}
     chol = {}
     for j in range(m):
         chol[j, j] = jnp.sqrt(g[j, j] - sum((chol[j, k] ** 2 for k in range(j)), start=0.0))
@@ -125,9 +153,9 @@ def _contractions_batch_major(w, u):
             linv[i, j] = -sum(chol[i, k] * linv[k, j] for k in range(j, i)) / chol[i, i]
     g_fro2 = sum(g[i, i] ** 2 for i in range(m)) + 2.0 * sum((g[i, j] ** 2 for i in range(m) for j in range(i)), start=0.0)
     kappa = jnp.sqrt(g_fro2) * sum(v**2 for v in linv.values())
-    wt = [sum(linv[i, j][:, None] * u[j] for j in range(i + 1)) for i in range(m)]  # W_a = L^{-1} u_a
-    wn = w * sum(v * v for v in wt)
     if n <= m * m:  # Gram form, O(n^2 m)
+        wt = [sum(linv[i, j][:, None] * u[j] for j in range(i + 1)) for i in range(m)]  # W_a = L^{-1} u_a
+        wn = w * sum(v * v for v in wt)
         gram = sum(v[:, :, None] * v[:, None, :] for v in wt)
         t2 = jnp.sum(w[:, :, None] * w[:, None, :] * gram**3, axis=(1, 2))
         tau2 = jnp.sum(wn[:, :, None] * wn[:, None, :] * gram, axis=(1, 2))
@@ -137,12 +165,12 @@ def _contractions_batch_major(w, u):
             jnp.abs(wn[:, :, None] * wn[:, None, :] * gram), axis=(1, 2)
         )
         kappa = kappa * mag / (jnp.abs(t2) + jnp.abs(tau2))
-    else:  # tensor form over the distinct entries i <= j <= k of the symmetric T, O(n m^3 / 6)
-        t2 = 0.0
-        for i, j, k in itertools.combinations_with_replacement(range(m), 3):
-            mult = len(set(itertools.permutations((i, j, k))))
-            t2 = t2 + mult * rowsum(w * wt[i] * wt[j] * wt[k]) ** 2
-        tau2 = sum(rowsum(wn * v) ** 2 for v in wt)
+    else:  # tensor form, O(n m^3 / 6) row sums plus O(m^4) per-point work
+        t = {(a, b, c): rowsum(wuu[a, b] * u[c]) for a, b, c in _desc_triples(m)}
+        tw = _whiten3(t, linv, m)
+        t2 = sum(len(set(itertools.permutations(abc))) * v**2 for abc, v in tw.items())
+        key = lambda *idx: tuple(sorted(idx, reverse=True))  # noqa: E731
+        tau2 = sum(sum(tw[key(a, a, c)] for a in range(m)) ** 2 for c in range(m))
     return t2, tau2, kappa
 
 

@@ -1,0 +1,148 @@
+"""The fast paths of the cumulant route give the same numbers as the plain ones (no timings here).
+
+* Tensor form of the batch-major kernel: the third moment is accumulated in the key
+  frame and whitened as a tensor, and tau is its trace; R, the cancellation factor and
+  kappa agree with the per-point route (atoms whitened one by one) within the error model,
+  and kappa (it depends only on g) agrees up to g's rounding.
+* ``map_points`` pipelines chunks: results equal one call per point-block, for ragged
+  tails, pytree outputs and empty inputs; progress sees every point once.
+* ``as_points`` skips the row-by-row softmax domain check only when a bound proves it
+  cannot fail; overflowing logits and non-finite coordinates are still rejected with
+  the same messages.
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import geometry
+from geometry._src import api, points, sweep as sw
+
+EPS = np.finfo(np.float64).eps
+
+
+def _tensor_families():
+    rng = np.random.default_rng(11)
+    return [
+        geometry.attention(rng.normal(size=(16, 2))),
+        geometry.attention(rng.normal(size=(64, 4))),
+        geometry.attention(rng.normal(size=(10, 3))),
+        geometry.multihead_attention([rng.normal(size=(5, 2)), rng.normal(size=(7, 2))]),
+    ]
+
+
+def _points(fam, rng):
+    k = 48
+    return np.vstack(
+        [
+            rng.normal(size=(k, fam.dim)),  # unit scale
+            6.0 * rng.normal(size=(k, fam.dim)),  # low entropy: large cancellation
+            np.zeros((1, fam.dim)),  # uniform weights
+        ]
+    )
+
+
+def _per_point(fam, th):
+    return [np.asarray(a) for a in jax.jit(jax.lax.map, static_argnums=0)(lambda t: sw.cumulant_point(fam, t), jnp.asarray(th))]
+
+
+@pytest.mark.parametrize("fam", _tensor_families(), ids=lambda f: f.name)
+def test_tensor_form_whitened_as_a_tensor_is_the_per_atom_formula(fam):
+    th = _points(fam, np.random.default_rng(3))
+    n = sum(h.keys.shape[0] for h in fam.heads)
+    assert n > fam.dim**2  # tensor form
+    r_b, c_b, k_b = (np.asarray(a) for a in jax.jit(lambda x: sw.cumulant_batch_major(fam, x))(jnp.asarray(th)))
+    r_p, c_p, k_p = _per_point(fam, th)
+    model = api.SAFETY * EPS * c_p * np.maximum(k_p, 1.0)
+    ok = model < 1e-2
+    assert ok.sum() >= len(th) // 2
+    np.testing.assert_array_less(np.abs(r_b - r_p)[ok] / np.abs(r_p[ok]), 2.0 * model[ok])
+    np.testing.assert_array_less(np.abs(c_b - c_p)[ok] / c_p[ok], 2.0 * model[ok] + 1e-12)
+    # kappa = ||g||_F ||L^-1||_F^2 depends on g alone: the same up to g's rounding, amplified by kappa
+    np.testing.assert_array_less(np.abs(k_b - k_p) / k_p, 64 * EPS * np.maximum(k_p, 1.0))
+
+
+def test_tensor_form_tau_is_the_trace_of_the_whitened_tensor():
+    # T and tau of a random symmetric tensor against a direct einsum in the whitened frame
+    rng = np.random.default_rng(5)
+    for m in (2, 3, 4):
+        a = rng.normal(size=(m, m))
+        g = a @ a.T + m * np.eye(m)
+        tt = rng.normal(size=(m, m, m))
+        t = sum(tt.transpose(p) for p in [(0, 1, 2), (0, 2, 1), (1, 0, 2), (1, 2, 0), (2, 0, 1), (2, 1, 0)]) / 6
+        linv = np.linalg.inv(np.linalg.cholesky(g))
+        tw_ref = np.einsum("ia,jb,kc,abc->ijk", linv, linv, linv, t)
+        tw = sw._whiten3({abc: jnp.asarray(t[abc])[None] for abc in sw._desc_triples(m)}, {(i, j): jnp.asarray(linv[i, j])[None] for i in range(m) for j in range(i + 1)}, m)
+        for (i, j, k), v in tw.items():
+            np.testing.assert_allclose(float(v[0]), tw_ref[i, j, k], rtol=1e-12, atol=1e-12)
+        ginv = np.linalg.inv(g)
+        t2 = np.einsum("ia,jb,kc,ijk,abc->", ginv, ginv, ginv, t, t)
+        tau = np.einsum("ij,ijk->k", ginv, t)
+        np.testing.assert_allclose(np.sum(tw_ref**2), t2, rtol=1e-12)
+        np.testing.assert_allclose(np.sum(np.einsum("aac->c", tw_ref) ** 2), tau @ ginv @ tau, rtol=1e-12)
+
+
+@pytest.mark.parametrize("n", [3, 4])
+def test_gram_form_is_unchanged(n):
+    fam = geometry.categorical(3) if n == 3 else geometry.attention(np.random.default_rng(2).normal(size=(4, 2)))
+    th = _points(fam, np.random.default_rng(4))
+    r_b, c_b, k_b = (np.asarray(a) for a in jax.jit(lambda x: sw.cumulant_batch_major(fam, x))(jnp.asarray(th)))
+    r_p, c_p, k_p = _per_point(fam, th)
+    model = api.SAFETY * EPS * c_p * np.maximum(k_p, 1.0)
+    ok = model < 1e-2
+    np.testing.assert_array_less(np.abs(r_b - r_p)[ok] / np.abs(r_p[ok]), 2.0 * model[ok])
+
+
+def _kernel(family, theta):
+    return {"s": theta[0] - theta[1], "v": theta * 2.0}  # one rounding each: same bits as numpy
+
+
+@pytest.mark.parametrize("count", [0, 1, 7, 64, 65, 200])
+def test_pipelined_map_points_equals_direct_evaluation(count):
+    fam = geometry.attention(np.random.default_rng(0).normal(size=(5, 2)))
+    flat = np.random.default_rng(count).normal(size=(count, 2))
+    seen = []
+    out = points.map_points(_kernel, fam, flat, chunk_size=32, progress=seen.append)
+    assert out["s"].shape == (count,) and out["v"].shape == (count, 2)
+    np.testing.assert_array_equal(out["s"], flat[:, 0] - flat[:, 1])
+    np.testing.assert_array_equal(out["v"], flat * 2.0)
+    assert sum(seen) == count
+
+
+def test_scalar_curvature_chunking_changes_values_only_within_the_error_model():
+    # different chunk shapes compile to different loops (vector remainders), so only rounding may differ
+    fam = geometry.attention(np.random.default_rng(9).normal(size=(16, 2)))
+    th = 2.0 * np.random.default_rng(10).normal(size=(1000, 2))
+    a, info = geometry.scalar_curvature(fam, th, method="cumulant", chunk_size=128, return_info=True)
+    b = geometry.scalar_curvature(fam, th, method="cumulant", chunk_size=1024)
+    ok = info.rel_error < 1e-2
+    assert ok.sum() > 900
+    np.testing.assert_array_less(np.abs(a - b)[ok] / np.abs(a[ok]), 2.0 * info.rel_error[ok] + 1e-300)
+
+
+def test_domain_check_still_rejects_overflowing_logits():
+    fam = geometry.attention(np.array([[1.0, 0.0], [-1.0, 0.0], [0.0, 1.0]]))
+    th = np.zeros((10, 2))
+    th[7] = [1.5e308, 0.0]  # logits +-1.06e308: their spread overflows
+    with pytest.raises(ValueError, match=r"theta\[7\] gives logits"):
+        points.as_points(fam, th)
+    # inside the bound: no check needed, same flat array back
+    flat, lead = points.as_points(fam, np.ones((3, 4, 2)))
+    assert flat.shape == (12, 2) and lead == (3, 4)
+    assert points._inside_logit_bound(fam, flat)
+    assert not points._inside_logit_bound(fam, th)
+    assert not points._inside_logit_bound(geometry.gaussian(), np.ones((2, 2)))
+
+
+def test_non_finite_coordinates_still_rejected():
+    fam = geometry.categorical(3)
+    for bad in (np.nan, np.inf, -np.inf):
+        th = np.ones((5, 2))
+        th[3, 1] = bad
+        with pytest.raises(ValueError, match=r"first at flat index 3"):
+            points.as_points(fam, th)
+    # finite entries whose sum overflows are finite
+    big = np.full((4, 2), 1e308)
+    assert points._all_finite(big)
+    assert not points._all_finite(np.array([[1.0, np.nan]]))
