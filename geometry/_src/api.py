@@ -14,7 +14,7 @@ import numpy as np
 
 from . import curvature as _curv
 from . import fisher as _fisher
-from . import highprec
+from . import ddouble, highprec
 from .families import Family
 from .mathns import JAX
 from .points import as_points, check_family, map_points, unflatten
@@ -24,6 +24,8 @@ EPS = float(np.finfo(np.float64).eps)
 #: error actually observed against the mpmath oracle (tests/test_precision.py measures it).
 SAFETY = 64.0
 DEFAULT_RTOL = 1e-8
+#: Points per compiled call of the double-double tier (one shape: it compiles once per key shape).
+DD_CHUNK = 256
 
 FLOAT64, HIGH_PRECISION, UNDEFINED, BUDGET, UNTRUSTED = 0, 1, 2, 3, 4
 STATUS_NAMES = {
@@ -48,7 +50,9 @@ class CurvatureInfo:
     ``status``: 0 float64, 1 recomputed in high precision, 2 undefined, 3 not computed
     (high-precision time budget exhausted), 4 untrusted (float64 not accurate enough and the
     family cannot be lowered to mpmath).
-    ``recomputed``: ``status == 1``.  ``dps``: decimal digits used (0 for float64 points).
+    ``recomputed``: ``status == 1``.  ``dps``: decimal digits of the recomputation: 0 for
+    float64 points, 32 for the double-double tier (softmax families), else the mpmath working
+    precision.
     ``reasons``: ``{flat index: reason}`` for undefined / budget / untrusted points.
     ``route``: the float64 route used first.
     """
@@ -358,7 +362,10 @@ def scalar_curvature(
     for the family (``cumulant`` for softmax families, ``hessian`` for exponential
     families, ``levi-civita`` otherwise) also returns a per-point error estimate
     :math:`64\,\varepsilon\,\kappa(g)\,(|T|^2+|\tau|^2)/|R|`; every point whose
-    estimate exceeds ``rtol`` is recomputed in arbitrary precision (mpmath) with
+    estimate exceeds ``rtol`` is recomputed: for softmax families first by the same
+    formula in double-double arithmetic (about 32 digits, vectorised,
+    :mod:`geometry._src.ddouble`), and where that is still not enough in arbitrary
+    precision (mpmath) with
     enough digits for the measured loss.  ``method="cumulant" | "hessian" |
     "levi-civita"`` forces a raw float64 route with no fallback.
 
@@ -419,7 +426,25 @@ def scalar_curvature(
     return out, info
 
 
+def _double_double(fam, flat, idx, r, rel, status, dps, rtol):
+    r"""First recomputation tier for softmax families: the cumulant route in double-double.
+
+    Same error model with :math:`\varepsilon_{dd} = 2^{-103}`; points whose estimate is at
+    most ``rtol`` are accepted (``dps = 32``); the indices of the others are returned for mpmath.
+    """
+    if idx.size == 0 or not ddouble.supported(fam):
+        return idx
+    val, cancel, kappa, ok = ddouble.evaluate(fam, np.asarray(flat[idx], np.float64), DD_CHUNK)
+    with np.errstate(invalid="ignore", over="ignore"):
+        est = SAFETY * ddouble.EPS_DD * cancel * np.maximum(kappa, 1.0)
+    good = ok & (est >= 0) & (est <= rtol)
+    done = idx[good]
+    r[done], rel[done], status[done], dps[done] = val[good], est[good], HIGH_PRECISION, 32
+    return idx[~good]
+
+
 def _high_precision(fam, flat, idx, r, rel, status, dps, reasons, rtol, time_budget):
+    idx = _double_double(fam, flat, idx, r, rel, status, dps, rtol)
     if not fam.lowerable:
         for i in idx:
             status[i] = UNTRUSTED

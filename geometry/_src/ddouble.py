@@ -1,0 +1,370 @@
+r"""Double-double arithmetic in JAX, and the ``cumulant`` route evaluated with it.
+
+The middle tier of the precision-controlled :func:`geometry.scalar_curvature` for
+softmax-linear families: between the float64 kernel (about 16 digits) and mpmath
+(any number of digits, but milliseconds per point in pure Python), a vectorised,
+jit-compiled evaluation of the *same* formula with every intermediate carried as
+an unevaluated sum ``hi + lo`` of two float64 numbers, about 32 significant digits
+(Dekker 1971, "A floating-point technique for extending the available precision",
+Numer. Math. 18; Hida, Li & Bailey 2001, "Algorithms for quad-double precision
+floating point arithmetic", the QD library; Shewchuk 1997 for ``two_sum``).  A
+flagged point costs tens of microseconds here instead of milliseconds.
+
+Representation: a double-double number is a pair ``(hi, lo)`` of float64 arrays
+with ``|lo| <= ulp(hi)/2``.  The error-free transformations (``two_sum``,
+``two_prod`` by splitting into exact partial products) rely on IEEE
+round-to-nearest and on the compiler not re-associating floating-point
+expressions (XLA does not); they are written so that contraction into fused
+multiply-adds, which XLA's CPU backend does, cannot change them, and ``tests/test_ddouble.py`` checks the transformations against exact
+rational arithmetic on every run.  Range: like float64 (magnitudes 1e-290 .. 1e300:
+below that ``lo`` loses digits, above it the splitter overflows).
+
+Error model: every operation here has relative error below :data:`EPS_DD`
+(:math:`2^{-103}`, a bound for accurate addition and our multiplication; Hida et al.
+sec. 4).  The kernel returns the same diagnostics as the float64 routes
+(cancellation :math:`(|T|^2+|\tau|^2)/|R|` and :math:`\kappa = \|g\|_F\|L^{-1}\|_F^2`),
+so the caller's estimate is the float64 one with ``EPS`` replaced by ``EPS_DD``.
+"""
+
+from __future__ import annotations
+
+import fractions
+import functools
+import itertools
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from .families import Family
+
+#: Relative error bound of one double-double operation (2^-103; products measure up to 1.01 * 2^-104).
+EPS_DD = 2.0**-103
+#: Largest query dimension handled here (the Cholesky factor is unrolled over it).
+MAX_DIM = 4
+#: Points whose smallest probability is below ``exp(MIN_LOG_P)`` are left to mpmath:
+#: under ~1e-290 the low word of a double-double underflows.
+MIN_LOG_P = -650.0
+
+
+
+# --------------------------------------------------------------------------- error-free transformations
+
+
+def two_sum(a, b):
+    """``s + e = a + b`` exactly, ``s = fl(a + b)`` (Knuth; no ordering assumption)."""
+    s = a + b
+    bb = s - a
+    return s, (a - (s - bb)) + (b - bb)
+
+
+def quick_two_sum(a, b):
+    """``s + e = a + b`` exactly, assuming ``|a| >= |b|`` (Dekker)."""
+    s = a + b
+    return s, b - (s - a)
+
+
+_HIGH_BITS = np.int64(-(1 << 27))  # sign, exponent and the top 26 bits of the significand
+
+
+def _split(a):
+    """``a = hi + lo`` with ``hi`` the top 26 significand bits (bit mask) and ``lo`` the other 27."""
+    hi = jax.lax.bitcast_convert_type(jax.lax.bitcast_convert_type(a, jnp.int64) & _HIGH_BITS, jnp.float64)
+    return hi, a - hi
+
+
+def two_prod(a, b):
+    r"""``p + e = a * b`` to within :math:`3 \cdot 2^{-106}|ab|`, as a normalised pair.
+
+    Dekker's product, written so that every multiplication is *exact* (halves of at most
+    27 significand bits; only ``al * bl`` may round, at the :math:`2^{-106}` level): a
+    compiler that contracts a product and a sum into a fused multiply-add (LLVM does, in
+    XLA's CPU backend) then cannot change any result, and the split is a bit mask rather
+    than Veltkamp's ``(2^27+1) a``, whose rounding contraction would also break.
+    """
+    ah, al = _split(a)
+    bh, bl = _split(b)
+    s, e1 = two_sum(ah * bh, ah * bl)
+    s, e2 = two_sum(s, al * bh)
+    return quick_two_sum(s, (e1 + e2) + al * bl)
+
+
+# --------------------------------------------------------------------------- double-double operations
+
+
+def dd(x):
+    """A float64 array as a double-double (exact)."""
+    x = jnp.asarray(x, jnp.float64)
+    return x, jnp.zeros_like(x)
+
+
+def const(value, like):
+    """The double-double constant ``value`` (a float or a ``(hi, lo)`` pair), shaped like ``like``.
+
+    Hidden from XLA's algebraic simplifier by an optimisation barrier: with a literal constant
+    ``c`` it rewrites ``(c + s) - c`` to ``s`` (re-association of constants), which would erase
+    the rounding error ``two_sum`` exists to capture.
+    """
+    hi, lo = value if isinstance(value, tuple) else (value, 0.0)
+    return jax.lax.optimization_barrier((jnp.full_like(like, hi), jnp.full_like(like, lo)))
+
+
+def add(x, y):
+    """Accurate double-double addition (QD ``ieee_add``)."""
+    s1, s2 = two_sum(x[0], y[0])
+    t1, t2 = two_sum(x[1], y[1])
+    s1, s2 = quick_two_sum(s1, s2 + t1)
+    return quick_two_sum(s1, s2 + t2)
+
+
+def neg(x):
+    return -x[0], -x[1]
+
+
+def sub(x, y):
+    return add(x, neg(y))
+
+
+def mul(x, y):
+    p1, p2 = two_prod(x[0], y[0])
+    return quick_two_sum(p1, p2 + (x[0] * y[1] + x[1] * y[0]))
+
+
+def mul_f(x, b):
+    """Double-double times float64."""
+    p1, p2 = two_prod(x[0], b)
+    return quick_two_sum(p1, p2 + x[1] * b)
+
+
+def div(x, y):
+    """``x / y`` by three steps of long division (QD ``accurate_div``)."""
+    q1 = x[0] / y[0]
+    r = sub(x, mul_f(y, q1))
+    q2 = r[0] / y[0]
+    r = sub(r, mul_f(y, q2))
+    q3 = r[0] / y[0]
+    return add(quick_two_sum(q1, q2), dd(q3))
+
+
+def sqrt(x):
+    """``sqrt(x)`` for ``x > 0``: one Newton step from the float64 root (Karp & Markstein)."""
+    s = jnp.sqrt(x[0])
+    r = sub(x, two_prod(s, s))
+    return quick_two_sum(s, r[0] / (2.0 * s))
+
+
+def ldexp(x, k):
+    return jnp.ldexp(x[0], k), jnp.ldexp(x[1], k)
+
+
+def total(x, axis=0):
+    """Sum of a double-double array over ``axis``: one ``lax.reduce`` whose combiner is :func:`add`.
+
+    (A hand-written halving tree lets XLA fuse every level into the next, and since ``add``
+    reads each operand several times the leaves were recomputed exponentially often.)
+    """
+    zero = jnp.zeros((), x[0].dtype)
+    return jax.lax.reduce((x[0], x[1]), (zero, zero), lambda a, b: add(a, b), (axis % x[0].ndim,))
+
+
+def _dd_constant(q: fractions.Fraction):
+    hi = float(q)
+    return hi, float(q - fractions.Fraction(hi))
+
+
+# ln 2 as three float64 words (to 2^-160): k ln 2 must be accurate to 2^-106 relative to r for
+# |k| up to ~1000, which a two-word constant is not (it would cost ~10 bits at p ~ 1e-280).
+_LN2 = (0.6931471805599453, 2.3190468138462996e-17, 5.707708438416212e-34)
+_EXP_TERMS = 14  # Taylor terms of expm1 on |r| <= ln(2)/2 / 2^4: truncation < 1e-32 relative
+_EXP_SQUARINGS = 4  # each squaring doubles the relative error: 2^4 eps_dd in all
+_INV_FACT = [_dd_constant(fractions.Fraction(1, math.factorial(j))) for j in range(2, _EXP_TERMS + 1)]
+
+
+def exp(x):
+    r"""``exp(x)`` for a double-double ``x`` (QD's algorithm).
+
+    :math:`x = k\ln 2 + r`, :math:`|r| \le \ln 2/2`; :math:`e^{r/2^4} - 1` by Taylor series,
+    squared back with :math:`s \mapsto s(2 + s)` (the expm1 form keeps relative precision),
+    then :math:`e^x = 2^k(1 + s)`.  Arguments below about -700 underflow to 0.
+    """
+    k = jnp.round(x[0] / _LN2[0])
+    c0, c1 = const(_LN2[:2], x[0])
+    # r = x - k ln 2 without rounding k ln 2 (|k ln 2| ~ 700 would cost 700 * 2^-106 absolute):
+    # k has at most 11 bits, so k c0 = p + e and k c1 = q + f are exact, and x_hi - p is exact
+    # (Sterbenz); the remaining corrections are small.
+    p, e = two_prod(k, c0)
+    q, f = two_prod(k, c1)
+    r = add(dd(x[0] - p), dd(x[1]))
+    r = sub(sub(sub(r, dd(e)), (q, f)), dd(k * _LN2[2]))
+    r = ldexp(r, -_EXP_SQUARINGS)
+    # Loops, not unrolled chains: XLA's fusion would duplicate a long chain of reused values.
+    coef = (jnp.asarray([c[0] for c in _INV_FACT]), jnp.asarray([c[1] for c in _INV_FACT]))
+
+    def horner(j, poly):
+        c = (coef[0][-2 - j], coef[1][-2 - j])
+        return add(mul(poly, r), (jnp.broadcast_to(c[0], r[0].shape), jnp.broadcast_to(c[1], r[0].shape)))
+
+    last = (jnp.broadcast_to(coef[0][-1], r[0].shape), jnp.broadcast_to(coef[1][-1], r[0].shape))
+    poly = jax.lax.fori_loop(0, len(_INV_FACT) - 1, horner, last)
+    s = add(r, mul(mul(poly, r), r))  # expm1(r) = r + r^2 (1/2 + r/6 + ...)
+    two = const(2.0, x[0])
+    s = jax.lax.fori_loop(0, _EXP_SQUARINGS, lambda _, s: mul(s, add(s, two)), s)
+    one_plus = add(const(1.0, x[0]), s)
+    return ldexp(one_plus, k.astype(jnp.int32))
+
+
+# --------------------------------------------------------------------------- the cumulant route in double-double
+
+
+def supported(family: Family) -> bool:
+    """Single-head softmax-linear families with ``dim <= MAX_DIM``."""
+    return family.kind == "softmax-linear" and len(family.heads) == 1 and family.dim <= MAX_DIM
+
+
+# The route is split into stages, each compiled on its own: XLA fuses a long double-double
+# chain with reused values by duplicating producers into consumers, which made one monolithic
+# program slow to compile (seconds to minutes) and slow to run.  Stage outputs are materialised.
+
+
+def _logits(keys, scale, x):
+    r""":math:`d_i = k_i - k_{top}` (exact) and :math:`y_i = s\,d_i\cdot x` for one point.
+
+    Formed from the exact differences, the error of :math:`y_i` is relative to :math:`|y_i|`
+    itself, not to the (possibly much larger) logits.  Also the smallest ``y`` (float64).
+    """
+    top = jnp.argmax(keys @ x)  # the dominant key (a near-tie is harmless: p is normalised later)
+    d = two_sum(keys, -keys[top][None, :])
+    y = mul_f(total(mul_f(d, x[None, :]), axis=1), scale)
+    return y, d, jnp.min(y[0])
+
+
+def _atoms(e, d, scale):
+    r""":math:`p_i = e_i/\sum_j e_j` and :math:`u_i = s\,(d_i - \sum_j p_j d_j)` (dominant-key centring
+    of :func:`geometry._src.fisher.softmax_atoms`)."""
+    p = div(e, total(e))
+    dbar = total(mul((p[0][:, None], p[1][:, None]), d), axis=0)
+    return p, mul_f(sub(d, (dbar[0][None], dbar[1][None])), scale)
+
+
+def _columns(x):
+    return [(x[0][..., j], x[1][..., j]) for j in range(x[0].shape[-1])]
+
+
+def _stack(cols):
+    return jnp.stack([c[0] for c in cols], -1), jnp.stack([c[1] for c in cols], -1)
+
+
+def _metric(p, uu):
+    r"""Whitening ``(L^{-1})`` rows of :math:`g = \sum_i p_i u_i u_i^\top = LL^\top` and :math:`\kappa`.
+
+    Cholesky and triangular inverse unrolled over ``m``; :math:`\kappa = \|g\|_F\|L^{-1}\|_F^2`.
+    Returns ``linv`` as an ``(m, m)`` double-double array (zero above the diagonal).
+    """
+    u = _columns(uu)
+    m = len(u)
+    pu = [mul(p, v) for v in u]
+    g = {(i, j): total(mul(pu[i], u[j])) for i in range(m) for j in range(i + 1)}
+    chol = {}
+    for j in range(m):
+        s = g[j, j]
+        for k in range(j):
+            s = sub(s, mul(chol[j, k], chol[j, k]))
+        chol[j, j] = sqrt(s)
+        for i in range(j + 1, m):
+            s = g[i, j]
+            for k in range(j):
+                s = sub(s, mul(chol[i, k], chol[j, k]))
+            chol[i, j] = div(s, chol[j, j])
+    linv = {}
+    for i in range(m):
+        linv[i, i] = div(const(1.0, chol[i, i][0]), chol[i, i])
+        for j in range(i):
+            s = mul(chol[i, j], linv[j, j])
+            for k in range(j + 1, i):
+                s = add(s, mul(chol[i, k], linv[k, j]))
+            linv[i, j] = neg(div(s, chol[i, i]))
+    zero = dd(jnp.zeros_like(p[0][0]))
+    rows = [_stack([linv.get((i, j), zero) for j in range(m)]) for i in range(m)]
+    g_fro = jnp.sqrt(sum(g[i, i][0] ** 2 for i in range(m)) + 2.0 * sum((g[i, j][0] ** 2 for i in range(m) for j in range(i)), start=0.0))
+    kappa = g_fro * sum(v[0] ** 2 for v in linv.values())
+    return (jnp.stack([r[0] for r in rows]), jnp.stack([r[1] for r in rows])), kappa
+
+
+def _third_cumulant(p, uu, linv):
+    r""":math:`T_{abc} = \sum_i p_i w_{ia}w_{ib}w_{ic}` for :math:`a \le b \le c`, whitened atoms
+    :math:`w_i = L^{-1}u_i` (stacked in ``itertools.combinations_with_replacement`` order)."""
+    u = _columns(uu)
+    m = len(u)
+    w = []
+    for i in range(m):
+        acc = mul(u[0], (linv[0][i, 0], linv[1][i, 0]))
+        for j in range(1, i + 1):
+            acc = add(acc, mul(u[j], (linv[0][i, j], linv[1][i, j])))
+        w.append(acc)
+    pw = [mul(p, v) for v in w]
+    return _stack([total(mul(mul(pw[a], w[b]), w[c])) for a, b, c in itertools.combinations_with_replacement(range(m), 3)])
+
+
+def _curvature(tens, m):
+    r""":math:`R = \tfrac14(|T|^2 - |\tau|^2)` with :math:`\tau_c = \sum_a T_{aac}`, and the cancellation factor."""
+    combos = list(itertools.combinations_with_replacement(range(m), 3))
+    t = {abc: (tens[0][k], tens[1][k]) for k, abc in enumerate(combos)}
+    t2 = None
+    for (a, b, c), v in t.items():
+        term = mul_f(mul(v, v), float(len(set(itertools.permutations((a, b, c))))))
+        t2 = term if t2 is None else add(t2, term)
+    tau2 = None
+    for c in range(m):
+        tau = t[tuple(sorted((0, 0, c)))]
+        for a in range(1, m):
+            tau = add(tau, t[tuple(sorted((a, a, c)))])
+        tau2 = mul(tau, tau) if tau2 is None else add(tau2, mul(tau, tau))
+    r = mul_f(sub(t2, tau2), 0.25)
+    value = r[0] + r[1]
+    return value, (jnp.abs(t2[0]) + jnp.abs(tau2[0])) / jnp.abs(value)
+
+
+@functools.lru_cache(maxsize=None)
+def _stages(m: int):
+    v = lambda f, axes: jax.jit(jax.vmap(f, in_axes=axes))  # noqa: E731
+    return (
+        v(_logits, (None, None, 0)),
+        v(exp, (0,)),
+        v(_atoms, (0, 0, None)),
+        v(_metric, (0, 0)),
+        v(_third_cumulant, (0, 0, 0)),
+        v(lambda t: _curvature(t, m), (0,)),
+    )
+
+
+def cumulant(family: Family, theta):
+    r"""The ``cumulant`` route in double-double for points ``theta`` of shape ``(B, m)``.
+
+    Returns float64 arrays ``(R, cancellation, kappa, ok)``: the tensor form of
+    :func:`geometry._src.curvature.cumulant_contractions` (:math:`g = LL^\top`, whitened atoms,
+    :math:`T`, :math:`\tau_c = \sum_a T_{aac}`, :math:`R = \tfrac14(|T|^2 - |\tau|^2)`), ``R`` as
+    ``hi + lo`` rounded to float64.  ``ok`` is false (decline: mpmath takes the point) when a
+    probability is below ``exp(MIN_LOG_P)`` or a value is not finite.
+    """
+    (head,) = family.heads
+    keys, scale = jnp.asarray(head.keys), jnp.asarray(head.scale, jnp.float64)
+    logits, expo, atoms, metric, third, curv = _stages(family.dim)
+    y, d, lowest = logits(keys, scale, theta)
+    p, u = atoms(expo(y), d, scale)
+    linv, kappa = metric(p, u)
+    r, cancel = curv(third(p, u, linv))
+    ok = (lowest >= MIN_LOG_P) & jnp.isfinite(r) & jnp.isfinite(cancel) & jnp.isfinite(kappa)
+    return r, cancel, kappa, ok
+
+
+def evaluate(family: Family, theta: np.ndarray, chunk: int):
+    """:func:`cumulant` over ``theta`` (N, m) in fixed-size chunks (padded: one compilation per key shape)."""
+    outs = []
+    for start in range(0, theta.shape[0], chunk):
+        block = theta[start : start + chunk]
+        k = block.shape[0]
+        if k < chunk:
+            block = np.concatenate([block, np.repeat(block[:1], chunk - k, axis=0)])
+        outs.append([np.asarray(a)[:k] for a in cumulant(family, jnp.asarray(block))])
+    return [np.concatenate(parts) for parts in zip(*outs)]
