@@ -396,6 +396,10 @@ def scalar_curvature(
             _check_positive_definite(fam, flat, chunk_size)
     else:
         kernels = _CONTROLLED_KERNELS if method is None else _ROUTE_KERNELS
+        if chunk_size is None and route == "cumulant":
+            from .sweep import _default_chunk  # noqa: PLC0415  (sweep imports this module)
+
+            chunk_size = _default_chunk(fam, route)
         r, rel, lam_rel = map_points(kernels[route], fam, flat, chunk_size, progress)
         if fam.kind != "softmax-linear":
             looked = _raise_if_indefinite(fam, flat, lam_rel)
