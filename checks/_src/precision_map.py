@@ -276,7 +276,7 @@ def precision_map(ctx) -> Result:
     phantoms = [(r["family"], r["phantom_blowup"], r["x_axis"]) for r in rows if r["phantom_blowup"]]
     summary = (
         f"Default: worst {worst_default:.1f} digits over {points['total']} points (required >= {DIGITS_REQUIRED:g}; "
-        f"{points['float64']} float64, {points['high_precision']} mpmath, {points['undefined']} undefined, "
+        f"{points['float64']} float64, {points['high_precision']} high precision (double-double or mpmath), {points['undefined']} undefined, "
         f"{points['not_computed_budget']} budget). Naive Levi-Civita worst "
         f"{min(r['levi-civita']['digits_min'] for r in rows):.1f} digits"
         + (f", naive Hessian worst {min(r['hessian']['digits_min'] for r in rows):.1f}. " if not ctx.quick else ". ")

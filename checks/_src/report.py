@@ -176,7 +176,7 @@ def render_markdown(report: dict) -> str:
         "",
         verdict_table(report),
         "",
-        f"Curvature points: {pts['total']} total = {pts['float64']} float64 + {pts['high_precision']} high precision (mpmath) + "
+        f"Curvature points: {pts['total']} total = {pts['float64']} float64 + {pts['high_precision']} high precision (double-double or mpmath) + "
         f"{pts['undefined']} undefined + {pts['not_computed_budget']} not computed (time budget) + {pts['untrusted']} untrusted.",
         "",
         "![summary](summary.png)",
