@@ -338,33 +338,37 @@ def _stages(m: int):
     )
 
 
-def cumulant(family: Family, theta):
+def cumulant(family: Family, theta, _keys=None):
     r"""The ``cumulant`` route in double-double for points ``theta`` of shape ``(B, m)``.
 
-    Returns float64 arrays ``(R, cancellation, kappa, ok)``: the tensor form of
+    Returns float64 numpy arrays ``(R, cancellation, kappa, ok)``: the tensor form of
     :func:`geometry._src.curvature.cumulant_contractions` (:math:`g = LL^\top`, whitened atoms,
     :math:`T`, :math:`\tau_c = \sum_a T_{aac}`, :math:`R = \tfrac14(|T|^2 - |\tau|^2)`), ``R`` as
     ``hi + lo`` rounded to float64.  ``ok`` is false (decline: mpmath takes the point) when a
     probability is below ``exp(MIN_LOG_P)`` or a value is not finite.
     """
     (head,) = family.heads
-    keys, scale = jnp.asarray(head.keys), jnp.asarray(head.scale, jnp.float64)
+    keys, scale = _keys if _keys is not None else (jnp.asarray(head.keys), jnp.asarray(head.scale, jnp.float64))
     logits, expo, atoms, metric, third, curv = _stages(family.dim)
     y, d, lowest = logits(keys, scale, theta)
     p, u = atoms(expo(y), d, scale)
     linv, kappa = metric(p, u)
-    r, cancel = curv(third(p, u, linv))
-    ok = (lowest >= MIN_LOG_P) & jnp.isfinite(r) & jnp.isfinite(cancel) & jnp.isfinite(kappa)
+    r, cancel = (np.asarray(a) for a in curv(third(p, u, linv)))
+    kappa, lowest = np.asarray(kappa), np.asarray(lowest)
+    with np.errstate(invalid="ignore"):
+        ok = (lowest >= MIN_LOG_P) & np.isfinite(r) & np.isfinite(cancel) & np.isfinite(kappa)
     return r, cancel, kappa, ok
 
 
 def evaluate(family: Family, theta: np.ndarray, chunk: int):
     """:func:`cumulant` over ``theta`` (N, m) in fixed-size chunks (padded: one compilation per key shape)."""
+    (head,) = family.heads
+    params = (jnp.asarray(head.keys), jnp.asarray(head.scale, jnp.float64))
     outs = []
     for start in range(0, theta.shape[0], chunk):
         block = theta[start : start + chunk]
         k = block.shape[0]
         if k < chunk:
             block = np.concatenate([block, np.repeat(block[:1], chunk - k, axis=0)])
-        outs.append([np.asarray(a)[:k] for a in cumulant(family, jnp.asarray(block))])
+        outs.append([a[:k] for a in cumulant(family, block, params)])
     return [np.concatenate(parts) for parts in zip(*outs)]
