@@ -202,6 +202,21 @@ def measure(geometry, family, theta, method, budget, repeats=3, points=None):
     }
 
 
+def paired_cost_ratio(geometry, family, theta, raw, chunk, repeats):
+    """Median over ``repeats`` back-to-back (raw route, default) pairs of ``time(default) / time(raw)``
+    on the same points: slow drifts of a shared machine cancel within a pair, unlike a ratio of two
+    best-of-n throughputs measured minutes apart."""
+    ratios = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        geometry.scalar_curvature(family, theta, method=raw, chunk_size=chunk, return_info=True)
+        t1 = time.perf_counter()
+        geometry.scalar_curvature(family, theta, chunk_size=chunk, return_info=True)
+        t2 = time.perf_counter()
+        ratios.append((t2 - t1) / (t1 - t0))
+    return float(np.median(ratios))
+
+
 def _fmt_rate(x):
     return f"{x / 1e6:8.3f} M/s" if x >= 1e5 else f"{x:10.0f} /s"
 
@@ -495,6 +510,7 @@ def main(argv=None):
         d = conf["routes"]["default"]
         d["cost_vs_raw_route"] = conf["routes"][raw]["points_per_second"] / d["points_per_second"]
         d["raw_route"] = raw
+        d["cost_vs_raw_route_paired"] = paired_cost_ratio(geometry, fam, theta[: d["points"]], raw, d["chunk_size"], max(3, repeats + 2))
         common = min(len(v) for v in vals.values())
         ref = vals["default"][:common]
         conf["max_rel_diff_vs_default"] = {
@@ -502,7 +518,8 @@ def main(argv=None):
         }
         d["cost_vs_raw_route_without_fallback"] = conf["routes"][raw]["points_per_second"] / d["points_per_second_without_fallback"]
         fb = d["fallback_seconds_per_point"]
-        print(f"  default/raw {raw}: cost x{d['cost_vs_raw_route']:.2f} with fallback fraction {d['fallback_fraction']:.2%} "
+        print(f"  default/raw {raw}: cost x{d['cost_vs_raw_route_paired']:.2f} (paired A/B median; ratio of best rates x{d['cost_vs_raw_route']:.2f}) "
+              f"with fallback fraction {d['fallback_fraction']:.2%} "
               f"({d.get('double_double_points', 0)} in double-double, {d.get('mpmath_points', 0)} in mpmath; "
               f"x{d['cost_vs_raw_route_without_fallback']:.2f} without the mpmath points"
               + (f", {fb * 1e3:.1f} ms per mpmath point); " if fb else "); ")
@@ -570,8 +587,9 @@ def main(argv=None):
     for name, conf in results["configs"].items():
         d = conf["routes"]["default"]
         if d["fallback_fraction"] <= FALLBACK_FRACTION_MAX:
-            targets.append((f"DEFAULT_OVERHEAD_MAX [{name}]", DEFAULT_OVERHEAD_MAX, d["cost_vs_raw_route"],
-                            f"met if default cost / raw {d['raw_route']} cost <= value (fallback fraction {d['fallback_fraction']:.2%} <= {FALLBACK_FRACTION_MAX:.0%})"))
+            targets.append((f"DEFAULT_OVERHEAD_MAX [{name}]", DEFAULT_OVERHEAD_MAX, d["cost_vs_raw_route_paired"],
+                            f"met if default cost / raw {d['raw_route']} cost <= value, median of back-to-back pairs on the same points "
+                            f"(fallback fraction {d['fallback_fraction']:.2%} <= {FALLBACK_FRACTION_MAX:.0%})"))
             targets.append((f"DEFAULT_OVERHEAD_MAX without mpmath [{name}]", DEFAULT_OVERHEAD_MAX, d["cost_vs_raw_route_without_fallback"],
                             "met if the controller's cost without the mpmath points / raw route cost <= value (time_budget=0; the double-double tier runs)"))
     if "error" not in mem:
