@@ -14,10 +14,12 @@ Representation: a double-double number is a pair ``(hi, lo)`` of float64 arrays
 with ``|lo| <= ulp(hi)/2``.  The error-free transformations (``two_sum``,
 ``two_prod`` by splitting into exact partial products) rely on IEEE
 round-to-nearest and on the compiler not re-associating floating-point
-expressions (XLA does not); they are written so that contraction into fused
-multiply-adds, which XLA's CPU backend does, cannot change them, and ``tests/test_ddouble.py`` checks the transformations against exact
-rational arithmetic on every run.  Range: like float64 (magnitudes 1e-290 .. 1e300:
-below that ``lo`` loses digits, above it the splitter overflows).
+expressions.  XLA re-associates only around literal constants, which :func:`const`
+hides behind an optimisation barrier; LLVM contracts products into fused
+multiply-adds on the CPU backend, which ``two_prod`` is written to be immune to.
+``tests/test_ddouble.py`` checks both against exact rational arithmetic on every
+run.  Range: magnitudes about 1e-290 .. 1e150 (below, ``lo`` loses digits; above,
+products overflow).
 
 Error model: every operation here has relative error below :data:`EPS_DD`
 (:math:`2^{-103}`, a bound for accurate addition and our multiplication; Hida et al.
