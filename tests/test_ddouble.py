@@ -124,3 +124,13 @@ def test_the_tier_covers_softmax_families_up_to_max_dim():
     assert not D.supported(geometry.attention(np.random.default_rng(5).normal(size=(20, D.MAX_DIM + 1))))
     assert not D.supported(geometry.gaussian())
     assert not D.supported(geometry.multihead_attention([np.eye(3)[:, :2], np.eye(3)[:, 1:]]))
+
+
+def test_sweep_and_scalar_curvature_share_the_double_double_tier():
+    fam = geometry.attention(np.random.default_rng(4).normal(size=(10, 3)))
+    theta = np.stack([t * np.array([0.6, -0.3, 0.74]) for t in (1.0, 14.0, 60.0)])
+    r1, info1 = geometry.scalar_curvature(fam, theta, return_info=True)
+    r2, info2 = geometry.sweep(fam, theta, return_info=True, progress=False)
+    assert (info1.dps == 32).any()
+    np.testing.assert_array_equal(info1.dps, info2.dps)
+    np.testing.assert_allclose(r1, r2, rtol=1e-8)
