@@ -96,10 +96,10 @@ def routes_for(family, quick=False):
 
 def chunk_for(family, route):
     """Points per chunk: large enough to amortise dispatch, small enough for O(dim^4) autodiff intermediates."""
-    from geometry._src import sweep
+    from geometry._src.points import default_chunk
 
     if route == "cumulant":
-        return sweep._default_chunk(family, route)
+        return default_chunk(family, route)
     per_point = 64 * family.dim**4 + 16 * sum(h.keys.shape[0] for h in family.heads) * family.dim**2
     return int(max(1, min(1024, 2 ** int(np.log2(max(1, (1 << 26) // per_point))))))
 

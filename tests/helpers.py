@@ -28,3 +28,15 @@ def points_toward_vertices(rng, dim, count, log10_scale=(-1, 2.7)):
 
 def rel_err(a, b):
     return abs(float(a) - float(b)) / max(abs(float(b)), 1e-300)
+
+
+def assert_points_add_up(report):
+    """Every check's points add up over the status categories, and the report's totals are the sums over checks."""
+    from checks._src.report import POINT_KEYS  # ("total", then the categories)
+
+    for e in report["checks"]:
+        p = e["points"]
+        assert p["total"] == sum(p[k] for k in POINT_KEYS[1:]), (e["id"], p)
+    tot = report["points"]
+    for k in POINT_KEYS:
+        assert tot[k] == sum(e["points"][k] for e in report["checks"]), k

@@ -11,7 +11,8 @@ import pytest
 
 import checks
 from checks._src import registry, sweep
-from checks._src.report import POINT_KEYS, run_checks
+from checks._src.report import run_checks
+from helpers import assert_points_add_up
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CHEAP = "metric-is-fisher"
@@ -33,11 +34,7 @@ def _validate(report):
         assert e["verdict"] in ("holds", "fails", "partial", "undefined", "error")
         for t in e["thresholds"]:
             assert set(t) == {"name", "value", "rule"}
-    pts = report["points"]
-    assert pts["total"] == sum(pts[k] for k in POINT_KEYS[1:])
-    assert pts["total"] == sum(e["points"]["total"] for e in report["checks"])
-    for k in POINT_KEYS:
-        assert pts[k] == sum(e["points"][k] for e in report["checks"])
+    assert_points_add_up(report)
 
 
 def test_cli_quick_run_reports_every_check_even_when_one_raises(tmp_path):

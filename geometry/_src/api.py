@@ -17,7 +17,7 @@ from . import fisher as _fisher
 from . import ddouble, highprec
 from .families import Family
 from .mathns import JAX
-from .points import as_points, check_family, map_points, unflatten
+from .points import as_points, check_family, default_chunk, map_points, unflatten
 
 EPS = float(np.finfo(np.float64).eps)
 #: Safety factor between the first-order error model ``eps * cancellation * kappa`` and the
@@ -26,6 +26,12 @@ SAFETY = 64.0
 DEFAULT_RTOL = 1e-8
 #: Points per compiled call of the double-double tier (one shape: it compiles once per key shape).
 DD_CHUNK = 256
+
+
+def error_estimate(cancel, kappa, eps=EPS):
+    r"""The error model of every curvature route: :math:`64\,\varepsilon\,c\,\max(\kappa, 1)`
+    (``cancel`` = :math:`c`, numpy or JAX arrays; ``eps`` is the unit roundoff of the arithmetic used)."""
+    return SAFETY * eps * cancel * kappa.clip(1.0)
 
 FLOAT64, HIGH_PRECISION, UNDEFINED, BUDGET, UNTRUSTED = 0, 1, 2, 3, 4
 STATUS_NAMES = {
@@ -311,7 +317,7 @@ def _route_kernel(route, cross_check=False):
 
     def kernel(family, theta):
         r, cancel, kappa = fn(family, theta)
-        est = SAFETY * EPS * cancel * jnp.maximum(kappa, 1.0)
+        est = error_estimate(cancel, kappa)
         if cross_check and family.kind == "exponential":
             other = "hessian" if route == "levi-civita" else "levi-civita"
             r2 = _curv.ROUTES[other](family, theta)[0]
@@ -397,9 +403,7 @@ def scalar_curvature(
     else:
         kernels = _CONTROLLED_KERNELS if method is None else _ROUTE_KERNELS
         if chunk_size is None and route == "cumulant":
-            from .sweep import _default_chunk  # noqa: PLC0415  (sweep imports this module)
-
-            chunk_size = _default_chunk(fam, route)
+            chunk_size = default_chunk(fam, route)
         r, rel, lam_rel = map_points(kernels[route], fam, flat, chunk_size, progress)
         if fam.kind != "softmax-linear":
             looked = _raise_if_indefinite(fam, flat, lam_rel)
@@ -440,7 +444,7 @@ def _double_double(fam, flat, idx, r, rel, status, dps, rtol):
         return idx
     val, cancel, kappa, ok = ddouble.evaluate(fam, np.asarray(flat[idx], np.float64), DD_CHUNK)
     with np.errstate(invalid="ignore", over="ignore"):
-        est = SAFETY * ddouble.EPS_DD * cancel * np.maximum(kappa, 1.0)
+        est = error_estimate(cancel, kappa, ddouble.EPS_DD)
     good = ok & (est >= 0) & (est <= rtol)
     done = idx[good]
     r[done], rel[done], status[done], dps[done] = val[good], est[good], HIGH_PRECISION, 32

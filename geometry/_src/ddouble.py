@@ -40,6 +40,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .families import Family
+from .points import pad_rows
 
 #: Relative error bound of one double-double operation (2^-103; products measure up to 1.01 * 2^-104).
 EPS_DD = 2.0**-103
@@ -340,7 +341,7 @@ def _stages(m: int):
     )
 
 
-def cumulant(family: Family, theta, _keys=None):
+def _cumulant(keys, scale, theta):
     r"""The ``cumulant`` route in double-double for points ``theta`` of shape ``(B, m)``.
 
     Returns float64 numpy arrays ``(R, cancellation, kappa, ok)``: the tensor form of
@@ -349,9 +350,7 @@ def cumulant(family: Family, theta, _keys=None):
     ``hi + lo`` rounded to float64.  ``ok`` is false (decline: mpmath takes the point) when a
     probability is below ``exp(MIN_LOG_P)`` or a value is not finite.
     """
-    (head,) = family.heads
-    keys, scale = _keys if _keys is not None else (jnp.asarray(head.keys), jnp.asarray(head.scale, jnp.float64))
-    logits, expo, atoms, metric, third, curv = _stages(family.dim)
+    logits, expo, atoms, metric, third, curv = _stages(theta.shape[1])
     y, d, lowest = logits(keys, scale, theta)
     p, u = atoms(expo(y), d, scale)
     linv, kappa = metric(p, u)
@@ -363,14 +362,11 @@ def cumulant(family: Family, theta, _keys=None):
 
 
 def evaluate(family: Family, theta: np.ndarray, chunk: int):
-    """:func:`cumulant` over ``theta`` (N, m) in fixed-size chunks (padded: one compilation per key shape)."""
+    """:func:`_cumulant` over ``theta`` (N, m) in fixed-size chunks (padded: one compilation per key shape)."""
     (head,) = family.heads
-    params = (jnp.asarray(head.keys), jnp.asarray(head.scale, jnp.float64))
+    keys, scale = jnp.asarray(head.keys), jnp.asarray(head.scale, jnp.float64)
     outs = []
     for start in range(0, theta.shape[0], chunk):
         block = theta[start : start + chunk]
-        k = block.shape[0]
-        if k < chunk:
-            block = np.concatenate([block, np.repeat(block[:1], chunk - k, axis=0)])
-        outs.append([a[:k] for a in cumulant(family, block, params)])
+        outs.append([a[: block.shape[0]] for a in _cumulant(keys, scale, jnp.asarray(pad_rows(block, chunk)))])
     return [np.concatenate(parts) for parts in zip(*outs)]

@@ -200,8 +200,18 @@ def _softmax_log_partition(heads):
     return log_partition
 
 
+def _logit_bound(heads, theta) -> float:
+    r"""An upper bound on every :math:`|z_i| = s\,|k_i\cdot\theta|`: :math:`s\,\max_i\|k_i\|_1\,\max|\theta|`."""
+    tmax = max(float(np.max(theta)), -float(np.min(theta)))
+    return max(float(h.scale) * float(np.max(np.sum(np.abs(h.keys), axis=1))) * tmax for h in heads)
+
+
 def _logits_domain(heads):
     def domain(theta):
+        # Fast path: when the bound is below 1e300 no logit spread can overflow, and the (N, n)
+        # product below (as costly as the curvature kernel itself) is not needed.
+        if theta.size == 0 or _logit_bound(heads, theta) < 1e300:
+            return None
         with np.errstate(over="ignore", invalid="ignore"):
             for k, h in enumerate(heads):
                 z = h.scale * (theta @ h.keys.T)

@@ -54,7 +54,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import itertools
-import math
 import time
 from typing import Callable
 
@@ -67,18 +66,10 @@ from . import api as _api
 from . import curvature as _curv
 from . import fisher as _fisher
 from .families import Family
-from .points import as_points, check_family
+from .points import as_points, check_family, default_chunk, pad_rows
 
 #: Largest query dimension for which the unrolled (Cholesky in closed form) kernel is used.
 MAX_UNROLLED_DIM = 4
-#: Points per device per step.  Cumulant route, attention n=16 m=2 on an idle 2-core machine:
-#: 3.4 M/s at 4096, 4.0-4.8 M/s at 16384 (XLA's intra-op threads use both cores; per-call
-#: overhead is amortised), 2.1 M/s at 65536 (out of cache).  The autodiff routes hold
-#: O(dim^4) numbers per point, so they take smaller chunks.
-DEFAULT_CHUNK = {"cumulant": 16384, "hessian": 1024, "levi-civita": 256}
-#: Per-device chunk shrinks so that ``chunk`` times the per-point intermediates of the cumulant
-#: route (``n^2`` in the Gram form, ``n m^3`` in the tensor form) stays below this many float64s.
-MAX_CHUNK_ATOM_ELEMENTS = 1 << 23
 
 
 # --------------------------------------------------------------------------- batch-major cumulant kernel
@@ -290,15 +281,6 @@ def _sharded_program(kernel: Callable, family: Family, devices: tuple, chunk: in
     return fn.lower(shape).compile(), sharding, key
 
 
-def _default_chunk(family: Family, route: str) -> int:
-    chunk = DEFAULT_CHUNK[route]
-    if route == "cumulant":
-        n, m = sum(h.keys.shape[0] for h in family.heads), family.dim
-        per_point = n * n if n <= m * m else n * m**3
-        chunk = min(chunk, max(16, MAX_CHUNK_ATOM_ELEMENTS // per_point))
-    return 1 << int(math.log2(chunk))
-
-
 def _to_host(x):
     if jax.process_count() > 1:  # pragma: no cover - needs a cluster
         from jax.experimental import multihost_utils
@@ -329,7 +311,7 @@ def sweep(
     "levi-civita"`` forces a raw float64 route).
 
     ``theta``: array-like ``(..., dim)``; a ``np.memmap`` is read chunk by chunk.
-    ``chunk_size``: points *per device* per step (default from ``DEFAULT_CHUNK``);
+    ``chunk_size``: points *per device* per step (default from :func:`geometry._src.points.default_chunk`);
     every step has shape ``(len(devices) * chunk_size, dim)`` (the tail is padded),
     so one sweep compiles once.  ``devices``: default ``jax.devices()`` (every
     device of every process).  ``progress``: ``True`` for a tqdm bar, ``False``
@@ -358,7 +340,7 @@ def sweep(
         raise ValueError("devices must be a non-empty sequence of jax devices (default: jax.devices())")
     if chunk_size is not None and not (isinstance(chunk_size, (int, np.integer)) and chunk_size >= 1):
         raise ValueError(f"chunk_size must be a positive integer (points per device per step), got {chunk_size!r}")
-    chunk = int(chunk_size or _default_chunk(fam, route))
+    chunk = int(chunk_size or default_chunk(fam, route))
     step = chunk * len(devs)
 
     r = np.zeros(n)
@@ -389,7 +371,7 @@ def sweep(
                 _validate(fam, flat, chunk)
                 k = flat.shape[0]
                 if k < step:
-                    flat = np.concatenate([flat, np.repeat(flat[:1], step - k, axis=0)])
+                    flat = pad_rows(flat, step)
                 block = jax.make_array_from_callback(flat.shape, sharding, lambda idx, f=flat: f[idx])
                 out = compiled(block)  # asynchronous: the host prepares the next chunk meanwhile
                 if pending is not None:
@@ -443,7 +425,7 @@ def _collect(fam, rows, pending, r, rel, tick):
     if len(out) == 4:  # (R, cancellation, kappa, lam_rel): the error model is applied here
         rr, cancel, kappa, lam_rel = out
         with np.errstate(invalid="ignore", over="ignore"):
-            e = _api.SAFETY * _api.EPS * cancel * np.maximum(kappa, 1.0)
+            e = _api.error_estimate(cancel, kappa)
     else:  # (R, estimated relative error, lam_rel)
         rr, e, lam_rel = out
     looked = np.zeros(0, int)
