@@ -61,9 +61,11 @@ def test_batch_major_kernel_is_the_cumulant_formula(fam):
     # kappa itself is computed from g, so it is known to relative precision ~ eps kappa
     np.testing.assert_array_less(np.abs(k_b - k_p) / k_p, api.SAFETY * EPS * k_p)
 
-    # kappa is an upper bound of the 2-norm condition number (the precision controller relies on it)
+    # kappa is an upper bound of the 2-norm condition number of the Jacobi-scaled metric
+    # D^-1/2 g D^-1/2 (the precision controller relies on it)
     g = np.asarray(jax.jit(jax.vmap(lambda t: fisher.metric(fam, t)))(jnp.asarray(th)))
-    cond = np.linalg.cond(g)
+    d = np.sqrt(np.einsum("bii->bi", g))
+    cond = np.linalg.cond(g / (d[:, :, None] * d[:, None, :]))
     known = cond < 1e12  # where numpy's own float64 cond is accurate to ~1e-4
     assert np.all(k_b[known] >= cond[known] * (1 - 1e-3))
 

@@ -24,7 +24,7 @@ products overflow).
 Error model: every operation here has relative error below :data:`EPS_DD`
 (:math:`2^{-103}`, a bound for accurate addition and our multiplication; Hida et al.
 sec. 4).  The kernel returns the same diagnostics as the float64 routes
-(cancellation :math:`(|T|^2+|\tau|^2)/|R|` and :math:`\kappa = \|g\|_F\|L^{-1}\|_F^2`),
+(cancellation :math:`(|T|^2+|\tau|^2)/|R|` and the scaled condition number :math:`\kappa`),
 so the caller's estimate is the float64 one with ``EPS`` replaced by ``EPS_DD``.
 """
 
@@ -39,6 +39,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .curvature import scaled_condition_unrolled
 from .families import Family
 from .points import pad_rows
 
@@ -261,7 +262,8 @@ def _stack(cols):
 def _metric(p, uu):
     r"""Whitening ``(L^{-1})`` rows of :math:`g = \sum_i p_i u_i u_i^\top = LL^\top` and :math:`\kappa`.
 
-    Cholesky and triangular inverse unrolled over ``m``; :math:`\kappa = \|g\|_F\|L^{-1}\|_F^2`.
+    Cholesky and triangular inverse unrolled over ``m``; :math:`\kappa` as in
+    :func:`geometry._src.curvature.scaled_condition` (from the leading words).
     Returns ``linv`` as an ``(m, m)`` double-double array (zero above the diagonal).
     """
     u = _columns(uu)
@@ -289,8 +291,7 @@ def _metric(p, uu):
             linv[i, j] = neg(div(s, chol[i, i]))
     zero = dd(jnp.zeros_like(p[0][0]))
     rows = [_stack([linv.get((i, j), zero) for j in range(m)]) for i in range(m)]
-    g_fro = jnp.sqrt(sum(g[i, i][0] ** 2 for i in range(m)) + 2.0 * sum((g[i, j][0] ** 2 for i in range(m) for j in range(i)), start=0.0))
-    kappa = g_fro * sum(v[0] ** 2 for v in linv.values())
+    kappa = scaled_condition_unrolled({ij: v[0] for ij, v in g.items()}, {ij: v[0] for ij, v in linv.items()}, m)
     return (jnp.stack([r[0] for r in rows]), jnp.stack([r[1] for r in rows])), kappa
 
 

@@ -18,8 +18,8 @@ Two pieces live here.
    so XLA fuses everything into a few elementwise/row-reduction loops.  The
    mathematics (dominant-key centring, whitened atoms :math:`W_a = L^{-1}u_a`,
    the Gram or tensor form of :math:`|T|^2` and :math:`|\tau|^2`, the
-   cancellation factor :math:`(|T|^2+|\tau|^2)/|R|` and the Frobenius condition
-   estimate :math:`\kappa = \|g\|_F\,\|L^{-1}\|_F^2 \ge \|g\|_F\|g^{-1}\|_F \ge \kappa_2(g)`)
+   cancellation factor :math:`(|T|^2+|\tau|^2)/|R|` and the condition number of the
+   Jacobi-scaled metric, :func:`geometry._src.curvature.scaled_condition`)
    is exactly that of :mod:`geometry._src.curvature`; only the summation order
    differs.  One change improves accuracy: :math:`p_i = e_i/\sum_j e_j` with
    :math:`e_i = e^{z_i - z_{\max}}` (every entry to a few ulps) replaces
@@ -143,8 +143,7 @@ def _contractions_batch_major(w, u):
         linv[i, i] = 1.0 / chol[i, i]
         for j in range(i):
             linv[i, j] = -sum(chol[i, k] * linv[k, j] for k in range(j, i)) / chol[i, i]
-    g_fro2 = sum(g[i, i] ** 2 for i in range(m)) + 2.0 * sum((g[i, j] ** 2 for i in range(m) for j in range(i)), start=0.0)
-    kappa = jnp.sqrt(g_fro2) * sum(v**2 for v in linv.values())
+    kappa = _curv.scaled_condition_unrolled(g, linv, m)
     if n <= m * m:  # Gram form, O(n^2 m)
         wt = [sum(linv[i, j][:, None] * u[j] for j in range(i + 1)) for i in range(m)]  # W_a = L^{-1} u_a
         wn = w * sum(v * v for v in wt)
@@ -170,7 +169,7 @@ def cumulant_batch_major(family: Family, x):
     r"""Route ``cumulant`` for a batch ``x`` of shape ``(B, m)``: ``(R, cancellation, kappa)``, each ``(B,)``.
 
     :math:`R = \tfrac14(|T|^2_g - |\tau|^2_g)`, cancellation :math:`(|T|^2+|\tau|^2)/|R|`,
-    :math:`\kappa = \|g\|_F\|L^{-1}\|_F^2` (see the module docstring and
+    :math:`\kappa` = :func:`geometry._src.curvature.scaled_condition` (see the module docstring and
     :mod:`geometry._src.curvature`).  Requires :func:`unrolled_ok`.
     """
     if not unrolled_ok(family):
