@@ -39,14 +39,17 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .curvature import scaled_condition_unrolled
+from .curvature import scaled_condition, scaled_condition_unrolled
 from .families import Family
 from .points import pad_rows
 
 #: Relative error bound of one double-double operation (2^-103; products measure up to 1.01 * 2^-104).
 EPS_DD = 2.0**-103
-#: Largest query dimension handled here (the Cholesky factor is unrolled over it).
-MAX_DIM = 4
+#: Largest query dimension for the unrolled program (Cholesky in closed form, tensor form of
+#: T); larger ``m`` use loops over columns and the Gram form (``O(n^2 m)`` per point).
+MAX_UNROLLED_DIM = 4
+#: Double-double elements per chunk of the Gram program (``chunk * max(n^2, n m^2)``): bounds memory.
+GRAM_CHUNK_ELEMENTS = 1 << 20
 #: Points whose smallest probability is below ``exp(MIN_LOG_P)`` are left to mpmath:
 #: under ~1e-290 the low word of a double-double underflows.
 MIN_LOG_P = -650.0
@@ -222,8 +225,8 @@ def exp(x):
 
 
 def supported(family: Family) -> bool:
-    """Single-head softmax-linear families with ``dim <= MAX_DIM``."""
-    return family.kind == "softmax-linear" and len(family.heads) == 1 and family.dim <= MAX_DIM
+    """Single-head softmax-linear families (any query dimension)."""
+    return family.kind == "softmax-linear" and len(family.heads) == 1
 
 
 # The route is split into stages, each compiled on its own: XLA fuses a long double-double
@@ -329,6 +332,78 @@ def _curvature(tens, m):
     return value, (jnp.abs(t2[0]) + jnp.abs(tau2[0])) / jnp.abs(value)
 
 
+def _rows(x, i):
+    return x[0][i], x[1][i]
+
+
+def _cholesky_any(p, uu):
+    r"""Lower-triangular :math:`L` with :math:`g = \sum_i p_i u_i u_i^\top = LL^\top` for any ``m``:
+    one column per ``fori_loop`` step, :math:`L_{ij} = (g_{ij} - \sum_{k<j} L_{ik}L_{jk})/L_{jj}`
+    (columns ``k >= j`` are still zero, so the sum runs over all ``k``).  Also ``g`` (double-double)."""
+    m = uu[0].shape[1]
+    pu = mul((p[0][:, None], p[1][:, None]), uu)
+    g = total(mul((pu[0][:, :, None], pu[1][:, :, None]), (uu[0][:, None, :], uu[1][:, None, :])), axis=0)
+    rows = jnp.arange(m)
+
+    def column(j, chol):
+        lj = _rows(chol, j)
+        s = sub((g[0][:, j], g[1][:, j]), total(mul(chol, (lj[0][None, :], lj[1][None, :])), axis=1))
+        diag = sqrt(_rows(s, j))
+        col = div(s, (jnp.full_like(s[0], diag[0]), jnp.full_like(s[1], diag[1])))
+        col = tuple(jnp.where(rows > j, c, jnp.where(rows == j, dg, 0.0)) for c, dg in zip(col, diag))
+        return chol[0].at[:, j].set(col[0]), chol[1].at[:, j].set(col[1])
+
+    zero = jnp.zeros((m, m))
+    return jax.lax.fori_loop(0, m, column, (zero, zero)), g
+
+
+def _whiten_any(chol, uu):
+    r"""Whitened atoms :math:`W = L^{-1}U^\top` (``(m, n)``) by forward substitution, one row per step."""
+    m, n = uu[0].shape[1], uu[0].shape[0]
+
+    def row(i, w):
+        li = _rows(chol, i)
+        s = sub((uu[0][:, i], uu[1][:, i]), total(mul((li[0][:, None], li[1][:, None]), w), axis=0))
+        wi = div(s, (jnp.full_like(s[0], li[0][i]), jnp.full_like(s[1], li[1][i])))
+        return w[0].at[i].set(wi[0]), w[1].at[i].set(wi[1])
+
+    zero = jnp.zeros((m, n))
+    return jax.lax.fori_loop(0, m, row, (zero, zero))
+
+
+def _gram_any(p, w):
+    r"""Gram form of :func:`geometry._src.curvature.cumulant_contractions` for any ``m``:
+    :math:`M = W^\top W`, :math:`|T|^2 = \sum_{ij} p_ip_j M_{ij}^3`,
+    :math:`|\tau|^2 = \sum_{ij} p_iM_{ii}\,p_jM_{jj}\,M_{ij}`; ``R`` rounded to float64, the
+    cancellation factor, and the Gram sums' magnitude ratio (sum of |terms| over
+    :math:`|T|^2+|\tau|^2`, folded into kappa as in the float64 route)."""
+    m, n = w[0].shape
+
+    def acc(a, gram):
+        wa = _rows(w, a)
+        return add(gram, mul((wa[0][:, None], wa[1][:, None]), (wa[0][None, :], wa[1][None, :])))
+
+    zero = jnp.zeros((n, n))
+    gram = jax.lax.fori_loop(0, m, acc, (zero, zero))
+    diag = (jnp.diagonal(gram[0]), jnp.diagonal(gram[1]))
+    pn = mul(p, diag)
+    pp = mul((p[0][:, None], p[1][:, None]), (p[0][None, :], p[1][None, :]))
+    t2 = total(total(mul(pp, mul(mul(gram, gram), gram)), axis=1))
+    tau2 = total(total(mul(mul((pn[0][:, None], pn[1][:, None]), (pn[0][None, :], pn[1][None, :])), gram), axis=1))
+    r = mul_f(sub(t2, tau2), 0.25)
+    value = r[0] + r[1]
+    big = jnp.abs(t2[0]) + jnp.abs(tau2[0])
+    mag = jnp.sum(pp[0] * jnp.abs(gram[0]) ** 3) + jnp.sum(jnp.abs(pn[0][:, None] * pn[0][None, :] * gram[0]))
+    return value, big / jnp.abs(value), mag / big
+
+
+def _metric_any(p, uu):
+    """``(W, kappa)``: whitened atoms and the scaled condition number of :math:`g` (from its leading words)."""
+    chol, g = _cholesky_any(p, uu)
+    linv = jax.scipy.linalg.solve_triangular(chol[0], jnp.eye(chol[0].shape[0]), lower=True)
+    return _whiten_any(chol, uu), scaled_condition(g[0], linv)
+
+
 @functools.lru_cache(maxsize=None)
 def _stages(m: int):
     v = lambda f, axes: jax.jit(jax.vmap(f, in_axes=axes))  # noqa: E731
@@ -336,9 +411,9 @@ def _stages(m: int):
         v(_logits, (None, None, 0)),
         v(exp, (0,)),
         v(_atoms, (0, 0, None)),
-        v(_metric, (0, 0)),
-        v(_third_cumulant, (0, 0, 0)),
-        v(lambda t: _curvature(t, m), (0,)),
+        v(_metric, (0, 0)) if m <= MAX_UNROLLED_DIM else v(_metric_any, (0, 0)),
+        v(_third_cumulant, (0, 0, 0)) if m <= MAX_UNROLLED_DIM else None,
+        v(lambda t: _curvature(t, m), (0,)) if m <= MAX_UNROLLED_DIM else v(_gram_any, (0, 0)),
     )
 
 
@@ -354,8 +429,13 @@ def _cumulant(keys, scale, theta):
     logits, expo, atoms, metric, third, curv = _stages(theta.shape[1])
     y, d, lowest = logits(keys, scale, theta)
     p, u = atoms(expo(y), d, scale)
-    linv, kappa = metric(p, u)
-    r, cancel = (np.asarray(a) for a in curv(third(p, u, linv)))
+    if theta.shape[1] <= MAX_UNROLLED_DIM:
+        linv, kappa = metric(p, u)
+        r, cancel = (np.asarray(a) for a in curv(third(p, u, linv)))
+    else:
+        w, kappa = metric(p, u)
+        r, cancel, fold = (np.asarray(a) for a in curv(p, w))
+        kappa = kappa * fold
     kappa, lowest = np.asarray(kappa), np.asarray(lowest)
     with np.errstate(invalid="ignore"):
         ok = (lowest >= MIN_LOG_P) & np.isfinite(r) & np.isfinite(cancel) & np.isfinite(kappa)
@@ -366,6 +446,9 @@ def evaluate(family: Family, theta: np.ndarray, chunk: int):
     """:func:`_cumulant` over ``theta`` (N, m) in fixed-size chunks (padded: one compilation per key shape)."""
     (head,) = family.heads
     keys, scale = jnp.asarray(head.keys), jnp.asarray(head.scale, jnp.float64)
+    n, m = head.keys.shape
+    if m > MAX_UNROLLED_DIM:
+        chunk = max(1, min(chunk, GRAM_CHUNK_ELEMENTS // max(n * n, n * m * m)))
     outs = []
     for start in range(0, theta.shape[0], chunk):
         block = theta[start : start + chunk]
