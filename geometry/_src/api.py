@@ -304,7 +304,9 @@ def ricci(family: Family, theta, chunk_size: int | None = None):
 
 
 def _route_kernel(route, cross_check=False):
-    r"""Kernel returning ``(R, estimated relative error, smallest/largest metric eigenvalue)``.
+    r"""Kernel returning ``(R, estimated relative error, definiteness)``; the last is ``1/kappa`` (a lower
+    bound of the scaled metric's smallest over largest eigenvalue) where the route's Cholesky factor
+    exists and NaN where it does not (:func:`_raise_if_indefinite` then computes the eigenvalues).
 
     The error model is :math:`64\,\varepsilon\,\kappa(g)\,c` with ``c`` the route's
     cancellation factor.  That model does not see error made while *building* the
@@ -325,8 +327,9 @@ def _route_kernel(route, cross_check=False):
         est = jnp.where(est >= 0, est, jnp.inf)  # a negative or NaN estimate means garbage: recompute
         if family.kind == "softmax-linear":  # definite by construction (centred keys have rank m)
             return r, est, jnp.ones_like(r)
-        lam = jnp.linalg.eigvalsh(_fisher.metric(family, theta))
-        return r, est, lam[0] / jnp.max(jnp.abs(lam))
+        # the route's Cholesky factor exists (kappa finite): the float64 metric is positive definite,
+        # and 1/kappa <= lambda_min / lambda_max of the scaled metric; NaN: _raise_if_indefinite looks
+        return r, est, jnp.where(kappa >= 1.0, 1.0 / kappa, jnp.nan)
 
     kernel.__name__ = f"scalar_{route}{'_checked' if cross_check else ''}"
     return kernel
@@ -498,6 +501,11 @@ def _raise_if_indefinite(fam, flat, lam_rel, lam_override=None):
     mpmath the verdict is confirmed in high precision first.  Returns the indices
     whose float64 metric was wrong but whose true metric is definite.
     """
+    unknown = np.flatnonzero(np.isnan(lam_rel))  # the route's Cholesky factorisation failed there
+    if unknown.size:
+        lam = np.linalg.eigvalsh(map_points(_METRIC_KERNELS[None], fam, np.asarray(flat[unknown], np.float64)))
+        lam_rel = np.array(lam_rel, dtype=np.float64)
+        lam_rel[unknown] = lam[:, 0] / np.max(np.abs(lam), axis=1)
     bad = np.flatnonzero(~(lam_rel > -1e-12))
     looked = []
     for i in bad:

@@ -75,7 +75,8 @@ def metric_fn(family: Family):
 def christoffel_from_jets(g, dg):
     """``Gamma[k, i, j]`` from ``g`` and ``dg[i, j, l] = d_l g_ij`` (``g`` solved by Cholesky: NaN if not definite)."""
     first = 0.5 * (jnp.einsum("jli->lij", dg) + jnp.einsum("ilj->lij", dg) - dg.transpose(2, 0, 1))
-    return jsl.cho_solve((jnp.linalg.cholesky(g), True), first.reshape(g.shape[0], -1)).reshape(first.shape)
+    linv = cholesky_inverse(g)
+    return (linv.T @ (linv @ first.reshape(g.shape[0], -1))).reshape(first.shape)
 
 
 def christoffel(family: Family, theta):
@@ -144,9 +145,48 @@ def scaled_condition_unrolled(g, linv, m):
     return functools.reduce(jnp.maximum, h_rows) * functools.reduce(jnp.maximum, hinv_rows)
 
 
+#: Largest dimension whose Cholesky factor and its inverse are written out in closed form
+#: (fused elementwise code; larger metrics call LAPACK, one call per matrix under ``vmap``).
+MAX_UNROLLED_DIM = 4
+
+
+def unrolled_cholesky_inverse(g, m):
+    r"""Lower triangles of :math:`L` and :math:`L^{-1}` (:math:`g = LL^\top`) in closed form, as dicts
+    ``{(i, j): entry}``, from the dict ``g`` of the lower triangle of a symmetric ``m x m`` matrix:
+
+    .. math:: L_{jj} = \sqrt{g_{jj} - \textstyle\sum_{k<j} L_{jk}^2},\qquad
+              L_{ij} = (g_{ij} - \textstyle\sum_{k<j} L_{ik}L_{jk})/L_{jj}\quad(i>j),\qquad
+              L^{-1}_{ij} = -\textstyle\sum_{j\le k<i} L_{ik}L^{-1}_{kj}/L_{ii}.
+
+    Entries may be scalars or arrays of any common shape (batch-major kernels pass ``(B,)``
+    vectors).  NaN where ``g`` is not numerically positive definite.
+    """
+    chol = {}
+    for j in range(m):
+        chol[j, j] = jnp.sqrt(g[j, j] - sum((chol[j, k] ** 2 for k in range(j)), start=0.0))
+        for i in range(j + 1, m):
+            chol[i, j] = (g[i, j] - sum((chol[i, k] * chol[j, k] for k in range(j)), start=0.0)) / chol[j, j]
+    linv = {}
+    for i in range(m):
+        linv[i, i] = 1.0 / chol[i, i]
+        for j in range(i):
+            linv[i, j] = -sum(chol[i, k] * linv[k, j] for k in range(j, i)) / chol[i, i]
+    return chol, linv
+
+
+def cholesky_inverse(g):
+    """:math:`L^{-1}` for :math:`g = LL^\top` (closed form up to ``MAX_UNROLLED_DIM``, LAPACK beyond)."""
+    m = g.shape[0]
+    if m > MAX_UNROLLED_DIM:
+        return jsl.solve_triangular(jnp.linalg.cholesky(g), jnp.eye(m, dtype=g.dtype), lower=True)
+    _, linv = unrolled_cholesky_inverse({(i, j): g[i, j] for i in range(m) for j in range(i + 1)}, m)
+    zero = jnp.zeros((), g.dtype)
+    return jnp.stack([jnp.stack([linv.get((i, j), zero) for j in range(m)]) for i in range(m)])
+
+
 def _inverse(g):
     """``(g^{-1}, kappa)`` by Cholesky (NaN for a metric that is not numerically definite)."""
-    linv = jsl.solve_triangular(jnp.linalg.cholesky(g), jnp.eye(g.shape[0], dtype=g.dtype), lower=True)
+    linv = cholesky_inverse(g)
     return linv.T @ linv, scaled_condition(g, linv)
 
 
@@ -193,8 +233,7 @@ def cumulant_contractions(w, u):
     """``(|T|^2_g, |tau|^2_g, kappa)`` from atoms ``g = sum w u u^T``, ``T = sum w u^(x)3``."""
     n, m = u.shape
     g = jnp.einsum("a,ai,aj->ij", w, u, u)
-    chol = jnp.linalg.cholesky(g)
-    linv = jsl.solve_triangular(chol, jnp.eye(m, dtype=g.dtype), lower=True)
+    linv = cholesky_inverse(g)
     kappa = scaled_condition(g, linv)
     wt = u @ linv.T  # whitened atoms W_a = L^{-1} u_a
     norms = jnp.sum(wt**2, axis=1)
