@@ -30,7 +30,8 @@ DD_CHUNK = 256
 
 def error_estimate(cancel, kappa, eps=EPS):
     r"""The error model of every curvature route: :math:`64\,\varepsilon\,c\,\max(\kappa, 1)`
-    (``cancel`` = :math:`c`, numpy or JAX arrays; ``eps`` is the unit roundoff of the arithmetic used)."""
+    (``cancel`` = :math:`c`, ``kappa`` from :func:`geometry._src.curvature.scaled_condition`, numpy or
+    JAX arrays; ``eps`` is the unit roundoff of the arithmetic used)."""
     return SAFETY * eps * cancel * kappa.clip(1.0)
 
 FLOAT64, HIGH_PRECISION, UNDEFINED, BUDGET, UNTRUSTED = 0, 1, 2, 3, 4
@@ -308,7 +309,7 @@ def _route_kernel(route, cross_check=False):
     bound of the scaled metric's smallest over largest eigenvalue) where the route's Cholesky factor
     exists and NaN where it does not (:func:`_raise_if_indefinite` then computes the eigenvalues).
 
-    The error model is :math:`64\,\varepsilon\,\kappa(g)\,c` with ``c`` the route's
+    The error model is :math:`64\,\varepsilon\,\kappa(H)\,c` (:func:`error_estimate`) with ``c`` the route's
     cancellation factor.  That model does not see error made while *building* the
     metric (e.g. ``J^T (hess psi) J`` for a narrow Gaussian far from the origin), so
     for exponential families the precision-controlled default (``cross_check``)
@@ -370,8 +371,9 @@ def scalar_curvature(
     ``method=None`` (default) is precision-controlled: the fastest float64 route
     for the family (``cumulant`` for softmax families, ``hessian`` for exponential
     families, ``levi-civita`` otherwise) also returns a per-point error estimate
-    :math:`64\,\varepsilon\,\kappa(g)\,(|T|^2+|\tau|^2)/|R|`; every point whose
-    estimate exceeds ``rtol`` is recomputed: for softmax families first by the same
+    :math:`64\,\varepsilon\,\kappa(H)\,(|T|^2+|\tau|^2)/|R|` (:math:`\kappa(H)` bounds the
+    condition number of the Jacobi-scaled metric, :func:`geometry._src.curvature.scaled_condition`);
+    every point whose estimate exceeds ``rtol`` is recomputed: for single-head softmax families first by the same
     formula in double-double arithmetic (about 32 digits, vectorised,
     :mod:`geometry._src.ddouble`), and where that is still not enough in arbitrary
     precision (mpmath) with

@@ -17,7 +17,7 @@ For layer :math:`\ell`, head :math:`h` and window :math:`w`, query token :math:`
 
 Precision.  Every value comes from the public ``geometry.scalar_curvature``: the float64
 ``cumulant`` route with the core's error estimate
-:math:`64\,\varepsilon\,\kappa(g)\,(|T|^2+|\tau|^2)/|R|`, and for points above
+:math:`64\,\varepsilon\,\kappa(H)\,(|T|^2+|\tau|^2)/|R|` (:math:`H` the Jacobi-scaled metric), and for points above
 ``CURVATURE_RTOL`` the precision-controlled call (mpmath fallback) within a budget of points.
 Points the budget does not reach are NaN with status ``not_computed_budget`` and are
 counted in every result (never dropped silently).  Softmax keys are traced arguments in
