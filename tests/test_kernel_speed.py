@@ -4,6 +4,9 @@
   frame and whitened as a tensor, and tau is its trace; R, the cancellation factor and
   kappa agree with the per-point route (atoms whitened one by one) within the error model,
   and kappa (it depends only on g) agrees up to g's rounding.
+* The kernel's shortcuts are exact: the dominant key found by one variadic reduction is
+  argmax's, and the weight normalisation and key scale it leaves out drop out of
+  |T|^2, |tau|^2 and kappa bit for bit under power-of-two rescaling.
 * ``map_points`` pipelines chunks: results equal one call per point-block, for ragged
   tails, pytree outputs and empty inputs; progress sees every point once.
 * ``as_points`` skips the row-by-row softmax domain check only when a bound proves it
@@ -93,6 +96,35 @@ def test_gram_form_is_unchanged(n):
     model = api.SAFETY * EPS * c_p * np.maximum(k_p, 1.0)
     ok = model < 1e-2
     np.testing.assert_array_less(np.abs(r_b - r_p)[ok] / np.abs(r_p[ok]), 2.0 * model[ok])
+
+
+def test_dominant_key_is_the_argmax_key():
+    # one variadic reduction instead of argmax + gather: same maximum, same key (the first one on ties)
+    rng = np.random.default_rng(6)
+    keys = rng.normal(size=(16, 3))
+    z = np.round(rng.normal(size=(200, 16)), 1)  # many ties
+    z[:5] = 0.0  # all keys tied (theta = 0)
+    z[5:10, 3] = z[5:10, 11] = 9.0  # a tie for the maximum
+    zmax, k_top = jax.jit(lambda z: sw._dominant_key(z, keys))(jnp.asarray(z))
+    top = np.argmax(z, axis=1)
+    np.testing.assert_array_equal(np.asarray(zmax), z.max(axis=1))
+    for j in range(3):
+        np.testing.assert_array_equal(np.asarray(k_top[j]), keys[top, j])
+
+
+@pytest.mark.parametrize("fam", _tensor_families()[:2], ids=lambda f: f.name)
+def test_left_out_weight_normalisation_and_scale_drop_out_exactly(fam):
+    # the kernel runs on unnormalised weights e = s p and unscaled keys; with w -> 4^k w, u -> 2^j u
+    # every intermediate scales by a power of two, |T|^2 and |tau|^2 by exactly 4^-k, kappa not at all
+    th = jnp.asarray(_points(fam, np.random.default_rng(8)))
+    w, u, s = jax.jit(lambda x: sw._atoms_batch_major(fam, x))(th)
+    assert s is not None and np.all(np.asarray(s) >= 1.0)  # s = sum_i e_i with e_top = 1
+    f = jax.jit(sw._contractions_batch_major)
+    t2, tau2, kappa = (np.asarray(a) for a in f(w, u))
+    t2_s, tau2_s, kappa_s = (np.asarray(a) for a in f(w * 4.0**3, [v * 2.0**-5 for v in u]))
+    np.testing.assert_array_equal(t2_s, t2 / 4.0**3)
+    np.testing.assert_array_equal(tau2_s, tau2 / 4.0**3)
+    np.testing.assert_array_equal(kappa_s, kappa)
 
 
 def _kernel(family, theta):

@@ -15,15 +15,24 @@ Two pieces live here.
    .. math:: L_{jj} = \sqrt{g_{jj} - \textstyle\sum_{k<j} L_{jk}^2},\qquad
              L_{ij} = (g_{ij} - \textstyle\sum_{k<j} L_{ik}L_{jk})/L_{jj}\quad(i>j),
 
-   so XLA fuses everything into a few elementwise/row-reduction loops.  The
-   mathematics (dominant-key centring, whitened atoms :math:`W_a = L^{-1}u_a`,
-   the Gram or tensor form of :math:`|T|^2` and :math:`|\tau|^2`, the
+   (:func:`geometry._src.curvature.unrolled_cholesky_inverse`), so XLA fuses the
+   per-point work into a few elementwise loops.  The atom axis is the minor one
+   (``(B, N)`` arrays); every group of sums over it is *one* variadic
+   ``lax.reduce`` (XLA fuses the products into it and reads the atoms once): the
+   dominant key (largest logit and its key's coordinates), then
+   :math:`\sum_i e_i` and :math:`\sum_i e_i d_i`, then every entry of ``g`` and ``T``
+   together.  One ``jnp.sum`` per entry would make one pass each and materialise the
+   products.  The mathematics (dominant-key centring, whitened atoms
+   :math:`W_a = L^{-1}u_a`, the Gram or tensor form of :math:`|T|^2` and :math:`|\tau|^2`, the
    cancellation factor :math:`(|T|^2+|\tau|^2)/|R|` and the condition number of the
    Jacobi-scaled metric, :func:`geometry._src.curvature.scaled_condition`)
    is exactly that of :mod:`geometry._src.curvature`; only the summation order
-   differs.  One change improves accuracy: :math:`p_i = e_i/\sum_j e_j` with
-   :math:`e_i = e^{z_i - z_{\max}}` (every entry to a few ulps) replaces
-   :math:`\exp(\log p_i)`, whose error grows like :math:`|\log p_i|\,\varepsilon`.
+   and two exact homogeneities differ (:func:`_atoms_batch_major`): the tensor form
+   weights the atoms by :math:`e_i = e^{z_i - z_{\max}}` instead of
+   :math:`p_i = e_i/\sum_j e_j` (the Gram form's weights) and multiplies ``R`` by
+   :math:`\sum_j e_j` once, and a single head's key scale, which cancels from ``R``,
+   is left out of ``u``.  Either weight is accurate to a few ulps in every entry,
+   where the per-point route's :math:`\exp(\log p_i)` errs like :math:`|\log p_i|\,\varepsilon`.
    Used for query dimension ``m <= MAX_UNROLLED_DIM``; larger ``m`` keep the
    per-point route (batched LAPACK is efficient there).
 
@@ -80,22 +89,69 @@ def unrolled_ok(family: Family) -> bool:
     return family.kind == "softmax-linear" and family.dim <= MAX_UNROLLED_DIM
 
 
-def _atoms_batch_major(family: Family, x):
-    """``w (B, N)`` and ``u = [u_j (B, N)]``: :func:`geometry._src.fisher.softmax_atoms` for a batch ``x (B, m)``."""
+def _sums(terms, axes=(1,)):
+    """Sums of several same-shape arrays over ``axes`` as one variadic ``lax.reduce``.
+
+    XLA fuses the terms' producers into that single reduction, so the operands are read once
+    (one pass over the ``(B, N)`` atom arrays for all sums); separate ``jnp.sum`` calls would
+    each make their own pass (or materialise the products first).
+    """
+    terms = tuple(terms)
+    zero = tuple(jnp.zeros((), t.dtype) for t in terms)
+    return list(jax.lax.reduce(terms, zero, lambda a, b: tuple(x + y for x, y in zip(a, b)), tuple(axes)))
+
+
+def _dominant_key(z, keys):
+    """``(max_i z_i, k_top)`` per row of ``z (B, n)``: the largest logit and the coordinates ``[(B,)] * m``
+    of its key (the first one on ties, as ``argmax``), as one variadic reduction (no gather)."""
+    n, m = keys.shape
+    idx = jax.lax.broadcasted_iota(jnp.int32, z.shape, 1)
+    coords = [jnp.broadcast_to(jnp.asarray(keys[:, j]), z.shape) for j in range(m)]
+
+    def pick(a, b):
+        za, ia, *ka = a
+        zb, ib, *kb = b
+        first = (za > zb) | ((za == zb) & (ia < ib)) | jnp.isnan(za)
+        return (jnp.where(first, za, zb), jnp.where(first, ia, ib), *[jnp.where(first, p, q) for p, q in zip(ka, kb)])
+
+    init = (jnp.asarray(-jnp.inf, z.dtype), jnp.asarray(n, jnp.int32), *[jnp.zeros((), z.dtype)] * m)
+    zmax, _, *k_top = jax.lax.reduce((z, idx, *coords), init, pick, (1,))
+    return zmax, k_top
+
+
+def _atoms_batch_major(family: Family, x, normalised: bool = False):
+    r"""Atoms of :func:`geometry._src.fisher.softmax_atoms` for a batch ``x (B, m)``, up to two scale factors.
+
+    Returns ``(w (B, N), u = [u_j (B, N)], s)``.  Per head, :math:`e_i = e^{z_i - z_{\max}}`
+    (:math:`e_{top} = 1` exactly) and :math:`u_i = c\,(d_i - \bar d)` with :math:`d_i = k_i - k_{top}`
+    (centred at the dominant key: no cancellation) and :math:`\bar d = \sum_i e_i d_i / \sum_i e_i`.
+    For one head and ``normalised=False``, ``w = e`` is *not* normalised and ``s`` is
+    :math:`\sum_i e_i` (so :math:`w = s\,p`); otherwise ``w = p`` (:math:`p_i = e_i/\sum_j e_j` per head)
+    and ``s`` is ``None``.  ``c`` is the head's scale for several heads, 1 for one head (the
+    scales may be traced values, so they are not compared).
+
+    Both factors drop out of the curvature: with :math:`u \to c\,u` and :math:`w \to \lambda w`,
+    :math:`g \to \lambda c^2 g` and :math:`T \to \lambda c^3 T`, so :math:`|T|^2_g` and :math:`|\tau|^2_g`
+    scale by :math:`\lambda^{-1}` (``R = s R(e)``), and the cancellation factor and the scaled
+    condition number are unchanged.  Leaving them out saves ``N`` divisions and ``m N``
+    multiplications a point, and removes their roundings.
+    """
     m = x.shape[1]
+    heads = family.heads
+    single = len(heads) == 1 and not normalised
     ws, us = [], [[] for _ in range(m)]
-    for h in family.heads:
+    for h in heads:
         keys = jnp.asarray(h.keys)
-        z = h.scale * (x @ keys.T)  # (B, n)
-        top = jnp.argmax(z, axis=1)
-        e = jnp.exp(z - jnp.max(z, axis=1, keepdims=True))  # e_top = 1 exactly
-        p = e / jnp.sum(e, axis=1, keepdims=True)
-        ws.append(p)
+        z = h.scale * sum(x[:, j : j + 1] * keys[None, :, j] for j in range(m))  # (B, n), fused into its consumers
+        zmax, k_top = _dominant_key(z, h.keys)
+        e = jnp.exp(z - zmax[:, None])  # e_top = 1 exactly
+        d = [keys[None, :, j] - k_top[j][:, None] for j in range(m)]  # centred at the dominant key: no cancellation
+        s, *sd = _sums([e] + [e * dj for dj in d])
         for j in range(m):
-            k_top = jnp.take(keys[:, j], top)  # exact gather of the dominant key's coordinate, (B,)
-            d = keys[None, :, j] - k_top[:, None]  # centred at the dominant key: no cancellation
-            us[j].append(h.scale * (d - jnp.sum(p * d, axis=1, keepdims=True)))
-    return jnp.concatenate(ws, axis=1), [jnp.concatenate(parts, axis=1) for parts in us]
+            v = d[j] - (sd[j] / s)[:, None]
+            us[j].append(v if len(heads) == 1 else h.scale * v)
+        ws.append(e if single else e / s[:, None])
+    return jnp.concatenate(ws, axis=1), [jnp.concatenate(parts, axis=1) for parts in us], (s if single else None)
 
 
 def _whiten3(t, linv, m):
@@ -117,12 +173,19 @@ def _desc_triples(m):
     return [(a, b, c) for a in range(m) for b in range(a + 1) for c in range(b + 1)]
 
 
+def _gram_form(n, m):
+    return n <= m * m
+
+
 def _contractions_batch_major(w, u):
     """``(|T|^2_g, |tau|^2_g, kappa)`` per point, batch-major; formulas of ``cumulant_contractions``.
 
-    Tensor form (``n > m^2``): the atoms are not whitened; the third moment
-    :math:`T_{abc} = \\sum_i w_i u_{ia}u_{ib}u_{ic}` is accumulated in the key frame (its
-    products share the ``w u_a u_b`` factors of ``g``) and whitened as a tensor,
+    ``w (B, N)`` may be any positive weights (:func:`_atoms_batch_major`): ``g`` and ``T`` are
+    linear in ``w``, so unnormalised weights ``lambda p`` give ``|T|^2`` and ``|tau|^2`` divided by
+    ``lambda`` and the same ``kappa``.  Tensor form (``n > m^2``): the atoms are not whitened; the
+    third moment :math:`T_{abc} = \\sum_i w_i u_{ia}u_{ib}u_{ic}` is accumulated in the key frame
+    (its products share the ``w u_a u_b`` factors of ``g``; ``g`` and ``T`` come from one fused
+    pass, a variadic reduction) and whitened as a tensor,
     :math:`\\tilde T = T(L^{-\\top}\\cdot, L^{-\\top}\\cdot, L^{-\\top}\\cdot)`, which equals
     :math:`\\sum_i w_i W_i^{\\otimes 3}` with :math:`W_i = L^{-1}u_i`; then
     :math:`|T|^2_g = \\sum_{abc}\\tilde T_{abc}^2` and :math:`\\tau_c = \\sum_a \\tilde T_{aac}`
@@ -130,21 +193,17 @@ def _contractions_batch_major(w, u):
     of that plus ``m`` for ``tau`` and ``m`` whitened ``(B, N)`` atom arrays.
     """
     m, n = len(u), w.shape[1]
-    rowsum = functools.partial(jnp.sum, axis=1)
-    wuu = {(i, j): w * u[i] * u[j] for i in range(m) for j in range(i + 1)}
-    g = {ij: rowsum(v) for ij, v in wuu.items()}
-    chol = {}
-    for j in range(m):
-        chol[j, j] = jnp.sqrt(g[j, j] - sum((chol[j, k] ** 2 for k in range(j)), start=0.0))
-        for i in range(j + 1, m):
-            chol[i, j] = (g[i, j] - sum((chol[i, k] * chol[j, k] for k in range(j)), start=0.0)) / chol[j, j]
-    linv = {}
-    for i in range(m):
-        linv[i, i] = 1.0 / chol[i, i]
-        for j in range(i):
-            linv[i, j] = -sum(chol[i, k] * linv[k, j] for k in range(j, i)) / chol[i, i]
+    pairs = [(a, b) for a in range(m) for b in range(a + 1)]
+    wuu = {(a, b): w * u[a] * u[b] for a, b in pairs}
+    if _gram_form(n, m):
+        g = dict(zip(pairs, _sums(wuu[ab] for ab in pairs)))
+    else:
+        triples = _desc_triples(m)
+        sums = _sums([wuu[ab] for ab in pairs] + [wuu[a, b] * u[c] for a, b, c in triples])
+        g, t = dict(zip(pairs, sums[: len(pairs)])), dict(zip(triples, sums[len(pairs) :]))
+    _, linv = _curv.unrolled_cholesky_inverse(g, m)
     kappa = _curv.scaled_condition_unrolled(g, linv, m)
-    if n <= m * m:  # Gram form, O(n^2 m)
+    if _gram_form(n, m):  # O(n^2 m)
         wt = [sum(linv[i, j][:, None] * u[j] for j in range(i + 1)) for i in range(m)]  # W_a = L^{-1} u_a
         wn = w * sum(v * v for v in wt)
         gram = sum(v[:, :, None] * v[:, None, :] for v in wt)
@@ -156,8 +215,7 @@ def _contractions_batch_major(w, u):
             jnp.abs(wn[:, :, None] * wn[:, None, :] * gram), axis=(1, 2)
         )
         kappa = kappa * mag / (jnp.abs(t2) + jnp.abs(tau2))
-    else:  # tensor form, O(n m^3 / 6) row sums plus O(m^4) per-point work
-        t = {(a, b, c): rowsum(wuu[a, b] * u[c]) for a, b, c in _desc_triples(m)}
+    else:  # O(n m^3 / 6) products in one pass plus O(m^4) per-point work
         tw = _whiten3(t, linv, m)
         t2 = sum(len(set(itertools.permutations(abc))) * v**2 for abc, v in tw.items())
         key = lambda *idx: tuple(sorted(idx, reverse=True))  # noqa: E731
@@ -170,13 +228,18 @@ def cumulant_batch_major(family: Family, x):
 
     :math:`R = \tfrac14(|T|^2_g - |\tau|^2_g)`, cancellation :math:`(|T|^2+|\tau|^2)/|R|`,
     :math:`\kappa` = :func:`geometry._src.curvature.scaled_condition` (see the module docstring and
-    :mod:`geometry._src.curvature`).  Requires :func:`unrolled_ok`.
+    :mod:`geometry._src.curvature`).  Requires :func:`unrolled_ok`.  The tensor form runs on
+    unnormalised weights :math:`e_i` and rescales ``R`` once, :math:`R = (\sum_i e_i)\,R(e)`
+    (:func:`_atoms_batch_major`); the Gram form (``n <= m^2``) normalises the weights first.
     """
     if not unrolled_ok(family):
         raise ValueError(f"cumulant_batch_major needs a softmax-linear family with dim <= {MAX_UNROLLED_DIM}; got {family!r}")
-    t2, tau2, kappa = _contractions_batch_major(*_atoms_batch_major(family, x))
+    n = sum(h.keys.shape[0] for h in family.heads)
+    w, u, s = _atoms_batch_major(family, x, normalised=_gram_form(n, family.dim))
+    t2, tau2, kappa = _contractions_batch_major(w, u)
     r = 0.25 * (t2 - tau2)
-    return r, (jnp.abs(t2) + jnp.abs(tau2)) / jnp.abs(r), kappa
+    cancel = (jnp.abs(t2) + jnp.abs(tau2)) / jnp.abs(r)
+    return (r if s is None else r * s), cancel, kappa
 
 
 def cumulant_point(family: Family, theta):
