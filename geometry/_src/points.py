@@ -10,6 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .curvature import MAX_UNROLLED_DIM
 from .families import Family, as_real_array
 
 #: Points per compiled call for kernels without a policy of their own.
@@ -83,13 +84,21 @@ def pad_rows(block: np.ndarray, size: int) -> np.ndarray:
     return block if k >= size else np.concatenate([block, np.repeat(block[:1], size - k, axis=0)])
 
 
-def _signature(family: Family):
+#: Calls on at least this many points of a softmax family with ``dim <= MAX_UNROLLED_DIM`` compile the keys in
+#: as constants (one compilation per family rather than per key shape): XLA then specialises the
+#: batch-major cumulant kernel, 74 instead of 146 ns a point for attention n=16, m=2 (measured on
+#: a 16384-point block).  Smaller calls keep the keys traced, so many small key sets compile once.
+CONSTANT_KEYS_MIN_POINTS = 1 << 17
+
+
+def _signature(family: Family, points: int = 0):
     """Split a family into a hashable static part and traced array parameters.
 
     Softmax families differ only by their keys and scales, which are passed as
-    traced arguments: a sweep over many random key sets of one shape compiles once.
+    traced arguments: a sweep over many random key sets of one shape compiles once
+    (except large calls on small families, :data:`CONSTANT_KEYS_MIN_POINTS`).
     """
-    if family.kind == "softmax-linear":
+    if family.kind == "softmax-linear" and not (points >= CONSTANT_KEYS_MIN_POINTS and family.dim <= MAX_UNROLLED_DIM):
         shapes = tuple(h.keys.shape for h in family.heads)
         params = tuple((jnp.asarray(h.keys), jnp.asarray(h.scale, jnp.float64)) for h in family.heads)
         return ("softmax-linear", shapes), params
@@ -122,7 +131,7 @@ def map_points(kernel: Callable, family: Family, flat: np.ndarray, chunk_size: i
     chunk = int(chunk_size or DEFAULT_CHUNK)
     if n < chunk:  # round small batches up to a power of two: few distinct shapes, few compilations
         chunk = 1 << max(0, int(n - 1).bit_length()) if n else 1
-    static, params = _signature(family)
+    static, params = _signature(family, n)
     fn = _compiled(kernel, static, chunk)
     if not n:
         probe = jax.eval_shape(lambda t: kernel(family, t), jax.ShapeDtypeStruct((family.dim,), jnp.float64))
