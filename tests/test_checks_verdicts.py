@@ -108,3 +108,14 @@ def test_points_must_add_up_and_json_is_strict():
     out = jsonable({"a": np.float64("nan"), "b": [np.inf, -np.inf], "c": np.int64(3), "d": np.array([1.5])})
     assert out == {"a": None, "b": ["inf", "-inf"], "c": 3, "d": [1.5]}
     assert math.isfinite(jsonable(np.float32(2.5)))
+
+
+def test_family_spearman_ignores_rounding_noise_of_constant_curvature():
+    from checks._src.law import family_spearman
+
+    h = np.linspace(0.1, 1.0, 50)
+    noise = np.random.default_rng(0).normal(size=50) * 1e-13
+    assert math.isnan(family_spearman(h, 1.5 + noise))  # the simplex: R = 1.5 up to rounding
+    assert family_spearman(h, 2.0 - h) == pytest.approx(-1.0)
+    assert family_spearman(h, 2.0 - h + noise) == pytest.approx(-1.0)
+    assert math.isnan(family_spearman(h, np.full(50, np.nan)))

@@ -174,10 +174,20 @@ RAYS_PER_FAMILY, RAYS_PER_FAMILY_QUICK = 3, 2
 RAY_TIME_BUDGET = 30.0
 
 
+def family_spearman(h, r) -> float:
+    """Spearman rank correlation of ``R`` with ``H`` over a family's finite points; NaN when ``R`` is
+    constant up to ``DRDH_FLAT_RTOL * max|R|`` (ranking rounding noise gives a sign, not a trend)."""
+    ok = np.isfinite(h) & np.isfinite(r)
+    if not ok.any() or np.ptp(r[ok]) <= verdicts.DRDH_FLAT_RTOL * np.max(np.abs(r[ok])):
+        return float("nan")
+    return float(scipy.stats.spearmanr(h[ok], r[ok]).statistic)
+
+
 @register("decreasing-in-entropy", "∂R/∂H < 0: curvature decreases as entropy increases", order=30)
 def decreasing(ctx) -> Result:
     thresholds = [
-        Threshold("DRDH_FLAT_RTOL", verdicts.DRDH_FLAT_RTOL, "a step counts as dR/dH < 0 only if ΔR < -value·max|R| on the path"),
+        Threshold("DRDH_FLAT_RTOL", verdicts.DRDH_FLAT_RTOL, "a step counts as dR/dH < 0 only if ΔR < -value·max|R| on the path; "
+                  "a family counts as constant (no Spearman ρ) if max R - min R <= value·max|R|"),
         Threshold("PATH_NEGATIVE_MIN", verdicts.PATH_NEGATIVE_MIN, "a temperature ray holds if dR/dH < 0 on >= value of its steps"),
     ]
     data = [s for s in sweep.sweep(ctx) if s.family.kind == "softmax-linear"]
@@ -206,12 +216,12 @@ def decreasing(ctx) -> Result:
             rays.append(dict(label=f"{s.name} #{j}", T=temps, H=h[j], R=r[j]))
         bar.update(1)
     bar.close()
-    # across the sweep: Spearman rank correlation of R with H per family (negative = decreasing trend)
+    # across the sweep: Spearman rank correlation of R with H per family (negative = decreasing trend);
+    # families whose R is constant up to rounding (the simplex, attention heads that cover it) have
+    # none: ranking their rounding noise gave a sign that changed with the summation order
     spearman = {}
     for s in sweep.sweep(ctx):
-        ok = np.isfinite(s.H) & np.isfinite(s.R)
-        rho = scipy.stats.spearmanr(s.H[ok], s.R[ok]).statistic if np.ptp(s.R[ok]) > 0 else float("nan")
-        spearman[s.name] = float(rho)
+        spearman[s.name] = family_spearman(s.H, s.R)
         sweep.add_counts(points, s.counts)
     n_hold = sum(r["holds"] for r in rows)
     verdict = verdicts.aggregate(n_hold, len(rows))
