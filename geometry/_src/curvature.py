@@ -229,6 +229,12 @@ def scalar_hessian(family: Family, theta):
     return r, (jnp.abs(t2) + jnp.abs(tau2)) / jnp.abs(r), kappa
 
 
+def gram_form(n: int, m: int) -> bool:
+    """Whether the cumulant contractions over ``n`` atoms in dimension ``m`` take the Gram form
+    (``O(n^2 m)``, pairs of atoms) rather than the tensor form (``O(n m^3)``): ``n <= m^2``."""
+    return n <= m * m
+
+
 def cumulant_contractions(w, u):
     """``(|T|^2_g, |tau|^2_g, kappa)`` from atoms ``g = sum w u u^T``, ``T = sum w u^(x)3``."""
     n, m = u.shape
@@ -237,7 +243,7 @@ def cumulant_contractions(w, u):
     kappa = scaled_condition(g, linv)
     wt = u @ linv.T  # whitened atoms W_a = L^{-1} u_a
     norms = jnp.sum(wt**2, axis=1)
-    if n * n <= n * m * m:  # Gram form, O(n^2 m)
+    if gram_form(n, m):  # O(n^2 m)
         gram = wt @ wt.T
         t2 = w @ (gram**3) @ w
         tau2 = (w * norms) @ gram @ (w * norms)

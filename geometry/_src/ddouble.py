@@ -406,37 +406,42 @@ def _metric_any(p, uu):
 
 @functools.lru_cache(maxsize=None)
 def _stages(m: int):
+    """``(logits, exp, atoms, contractions)``, each jit-compiled and vectorised on its own;
+    ``contractions(p, u) -> (R, cancellation, kappa)`` is the unrolled tensor form for
+    ``m <= MAX_UNROLLED_DIM`` and the looped Gram form beyond."""
     v = lambda f, axes: jax.jit(jax.vmap(f, in_axes=axes))  # noqa: E731
-    return (
-        v(_logits, (None, None, 0)),
-        v(exp, (0,)),
-        v(_atoms, (0, 0, None)),
-        v(_metric, (0, 0)) if m <= MAX_UNROLLED_DIM else v(_metric_any, (0, 0)),
-        v(_third_cumulant, (0, 0, 0)) if m <= MAX_UNROLLED_DIM else None,
-        v(lambda t: _curvature(t, m), (0,)) if m <= MAX_UNROLLED_DIM else v(_gram_any, (0, 0)),
-    )
+    if m <= MAX_UNROLLED_DIM:
+        metric, third, curv = v(_metric, (0, 0)), v(_third_cumulant, (0, 0, 0)), v(lambda t: _curvature(t, m), (0,))
+
+        def contractions(p, u):
+            linv, kappa = metric(p, u)
+            return (*curv(third(p, u, linv)), kappa)
+
+    else:
+        metric, gram = v(_metric_any, (0, 0)), v(_gram_any, (0, 0))
+
+        def contractions(p, u):
+            w, kappa = metric(p, u)
+            r, cancel, fold = gram(p, w)
+            return r, cancel, kappa * fold
+
+    return v(_logits, (None, None, 0)), v(exp, (0,)), v(_atoms, (0, 0, None)), contractions
 
 
 def _cumulant(keys, scale, theta):
     r"""The ``cumulant`` route in double-double for points ``theta`` of shape ``(B, m)``.
 
     Returns float64 numpy arrays ``(R, cancellation, kappa, ok)``: the tensor form of
-    :func:`geometry._src.curvature.cumulant_contractions` (:math:`g = LL^\top`, whitened atoms,
-    :math:`T`, :math:`\tau_c = \sum_a T_{aac}`, :math:`R = \tfrac14(|T|^2 - |\tau|^2)`), ``R`` as
-    ``hi + lo`` rounded to float64.  ``ok`` is false (decline: mpmath takes the point) when a
+    :func:`geometry._src.curvature.cumulant_contractions` for ``m <= MAX_UNROLLED_DIM``
+    (:math:`g = LL^\top`, whitened atoms, :math:`T`, :math:`\tau_c = \sum_a T_{aac}`,
+    :math:`R = \tfrac14(|T|^2 - |\tau|^2)`), its Gram form beyond, ``R`` as ``hi + lo``
+    rounded to float64.  ``ok`` is false (decline: mpmath takes the point) when a
     probability is below ``exp(MIN_LOG_P)`` or a value is not finite.
     """
-    logits, expo, atoms, metric, third, curv = _stages(theta.shape[1])
+    logits, expo, atoms, contractions = _stages(theta.shape[1])
     y, d, lowest = logits(keys, scale, theta)
     p, u = atoms(expo(y), d, scale)
-    if theta.shape[1] <= MAX_UNROLLED_DIM:
-        linv, kappa = metric(p, u)
-        r, cancel = (np.asarray(a) for a in curv(third(p, u, linv)))
-    else:
-        w, kappa = metric(p, u)
-        r, cancel, fold = (np.asarray(a) for a in curv(p, w))
-        kappa = kappa * fold
-    kappa, lowest = np.asarray(kappa), np.asarray(lowest)
+    r, cancel, kappa, lowest = (np.asarray(a) for a in (*contractions(p, u), lowest))
     with np.errstate(invalid="ignore"):
         ok = (lowest >= MIN_LOG_P) & np.isfinite(r) & np.isfinite(cancel) & np.isfinite(kappa)
     return r, cancel, kappa, ok

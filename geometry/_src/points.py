@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .curvature import MAX_UNROLLED_DIM
+from .curvature import MAX_UNROLLED_DIM, gram_form
 from .families import Family, as_real_array
 
 #: Points per compiled call for kernels without a policy of their own.
@@ -30,7 +30,7 @@ def default_chunk(family: Family, route: str) -> int:
     chunk = ROUTE_CHUNK[route]
     if route == "cumulant":
         n, m = sum(h.keys.shape[0] for h in family.heads), family.dim
-        per_point = n * n if n <= m * m else n * m**3
+        per_point = n * n if gram_form(n, m) else n * m**3
         chunk = min(chunk, max(16, MAX_CHUNK_ATOM_ELEMENTS // per_point))
     return 1 << int(math.log2(chunk))
 

@@ -78,7 +78,7 @@ from .families import Family
 from .points import as_points, check_family, default_chunk, pad_rows
 
 #: Largest query dimension for which the unrolled (Cholesky in closed form) kernel is used.
-MAX_UNROLLED_DIM = 4
+MAX_UNROLLED_DIM = _curv.MAX_UNROLLED_DIM
 
 
 # --------------------------------------------------------------------------- batch-major cumulant kernel
@@ -173,10 +173,6 @@ def _desc_triples(m):
     return [(a, b, c) for a in range(m) for b in range(a + 1) for c in range(b + 1)]
 
 
-def _gram_form(n, m):
-    return n <= m * m
-
-
 def _contractions_batch_major(w, u):
     """``(|T|^2_g, |tau|^2_g, kappa)`` per point, batch-major; formulas of ``cumulant_contractions``.
 
@@ -195,7 +191,7 @@ def _contractions_batch_major(w, u):
     m, n = len(u), w.shape[1]
     pairs = [(a, b) for a in range(m) for b in range(a + 1)]
     wuu = {(a, b): w * u[a] * u[b] for a, b in pairs}
-    if _gram_form(n, m):
+    if _curv.gram_form(n, m):
         g = dict(zip(pairs, _sums(wuu[ab] for ab in pairs)))
     else:
         triples = _desc_triples(m)
@@ -203,7 +199,7 @@ def _contractions_batch_major(w, u):
         g, t = dict(zip(pairs, sums[: len(pairs)])), dict(zip(triples, sums[len(pairs) :]))
     _, linv = _curv.unrolled_cholesky_inverse(g, m)
     kappa = _curv.scaled_condition_unrolled(g, linv, m)
-    if _gram_form(n, m):  # O(n^2 m)
+    if _curv.gram_form(n, m):  # O(n^2 m)
         wt = [sum(linv[i, j][:, None] * u[j] for j in range(i + 1)) for i in range(m)]  # W_a = L^{-1} u_a
         wn = w * sum(v * v for v in wt)
         gram = sum(v[:, :, None] * v[:, None, :] for v in wt)
@@ -235,7 +231,7 @@ def cumulant_batch_major(family: Family, x):
     if not unrolled_ok(family):
         raise ValueError(f"cumulant_batch_major needs a softmax-linear family with dim <= {MAX_UNROLLED_DIM}; got {family!r}")
     n = sum(h.keys.shape[0] for h in family.heads)
-    w, u, s = _atoms_batch_major(family, x, normalised=_gram_form(n, family.dim))
+    w, u, s = _atoms_batch_major(family, x, normalised=_curv.gram_form(n, family.dim))
     t2, tau2, kappa = _contractions_batch_major(w, u)
     r = 0.25 * (t2 - tau2)
     cancel = (jnp.abs(t2) + jnp.abs(tau2)) / jnp.abs(r)
@@ -483,13 +479,7 @@ def sweep(
 
 def _collect(fam, rows, pending, r, rel, tick):
     start, k, out = pending
-    out = [_to_host(a)[:k] for a in out]
-    if len(out) == 4:  # (R, cancellation, kappa, lam_rel): the error model is applied here
-        rr, cancel, kappa, lam_rel = out
-        with np.errstate(invalid="ignore", over="ignore"):
-            e = _api.error_estimate(cancel, kappa)
-    else:  # (R, estimated relative error, lam_rel)
-        rr, e, lam_rel = out
+    rr, e, lam_rel = (_to_host(a)[:k] for a in out)  # (R, estimated relative error, definiteness): api._route_kernel
     looked = np.zeros(0, int)
     if fam.kind != "softmax-linear" and not np.all(lam_rel > -1e-12):
         full = np.ones(rows.shape[0])
