@@ -96,10 +96,10 @@ def routes_for(family, quick=False):
 
 def chunk_for(family, route):
     """Points per chunk: large enough to amortise dispatch, small enough for O(dim^4) autodiff intermediates."""
-    from geometry._src.points import default_chunk
+    from geometry._src import routes
 
     if route == "cumulant":
-        return default_chunk(family, route)
+        return routes.default_chunk(family, routes.ROUTES[route])
     per_point = 64 * family.dim**4 + 16 * sum(h.keys.shape[0] for h in family.heads) * family.dim**2
     return int(max(1, min(1024, 2 ** int(np.log2(max(1, (1 << 26) // per_point))))))
 
@@ -154,7 +154,7 @@ def measure(geometry, family, theta, method, budget, repeats=3, points=None):
     separates the cost of the mpmath points from the rest.
     """
     route = method or "default"
-    chunk = chunk_for(family, method or geometry._src.curvature.default_route(family))
+    chunk = chunk_for(family, method or geometry._src.routes.default_route(family).name)
     first = theta[:chunk]
     t0 = time.perf_counter()
     geometry.scalar_curvature(family, first, method=method, chunk_size=chunk)
@@ -264,7 +264,7 @@ def jax_vmap_natural(family, theta):
 
     from geometry._src import fisher
 
-    return jax.jit(jax.vmap(lambda t: fisher.natural_chart(family, t)))(theta)
+    return jax.jit(jax.vmap(family.chart))(theta)
 
 
 def geomstats_status(name=None, family=None, theta=None, reference=None, levi_civita_rate=None, quick=False):
@@ -496,7 +496,7 @@ def main(argv=None):
         vals = {}
         for method in [*routes_for(fam, quick), None]:
             # the default runs on exactly the points of its raw route, so their costs compare directly
-            same = conf["routes"][geometry._src.curvature.default_route(fam)]["points"] if method is None else None
+            same = conf["routes"][geometry._src.routes.default_route(fam).name]["points"] if method is None else None
             res = measure(geometry, fam, theta, method, budget, repeats, points=same)
             vals[res["route"]] = res.pop("values")
             conf["routes"][res["route"]] = res
@@ -506,7 +506,7 @@ def main(argv=None):
             print(f"  {route:12s} {_fmt_rate(res['points_per_second'])}  x{res['ratio_vs_levi_civita']:8.1f} vs levi-civita  "
                   f"first call {res['first_call_seconds']:6.2f} s  peak RSS +{res['peak_rss_increase_mb']:7.1f} MB  "
                   f"({res['points']} pts, chunk {res['chunk_size']}, fallback {res['high_precision_points']})")
-        raw = geometry._src.curvature.default_route(fam)
+        raw = geometry._src.routes.default_route(fam).name
         d = conf["routes"]["default"]
         d["cost_vs_raw_route"] = conf["routes"][raw]["points_per_second"] / d["points_per_second"]
         d["raw_route"] = raw

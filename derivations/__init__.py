@@ -3,7 +3,7 @@
 ``python -m derivations [--out DIR]`` runs every derivation and writes one Markdown
 document each plus ``index.md`` (default ``report/derivations/``).
 
-Conventions (indices, signs) are those of :mod:`geometry._src.curvature`; the
+Conventions (indices, signs) are those of :mod:`geometry._src.tensors`; the
 symbolic tensors live in :mod:`derivations._src.tensors`, the exact formulations of
 the families in :mod:`derivations._src.formulate`.
 """
@@ -46,9 +46,11 @@ mp_scalar_curvature = _geometry.scalar_curvature_mp
 
 def mp_metric(family, x, dps: int = 50):
     """Fisher metric at ``x`` as an ``mpmath.matrix`` with ``dps`` digits, from the exact symbolic form."""
-    from geometry._src.points import as_points, check_family
+    from geometry._src.engine import as_rows, block_checker, check_family
 
-    flat, _ = as_points(check_family(family), x, name="x")
+    fam = check_family(family)
+    rows, _ = as_rows(fam, x, name="x")
+    flat = block_checker(fam, name="x")(rows, 0)
     if flat.shape[0] != 1:
         raise ValueError(f"x must be one point of shape ({family.dim},), got shape {np.shape(x)}")
     if isinstance(dps, bool) or not isinstance(dps, (int, np.integer)) or dps < 10:

@@ -1,6 +1,6 @@
 """Fisher geometry of probability families: metrics and curvature, correct at any entropy.
 
-Conventions (sign, indices, units) are stated once in :mod:`geometry._src.curvature`:
+Conventions (sign, indices, units) are stated once in :mod:`geometry._src.tensors`:
 the round sphere has positive scalar curvature; derivative indices come last;
 ``christoffel[..., k, i, j] = Gamma^k_ij``; entropies are in nats.
 """
@@ -19,7 +19,11 @@ from ._src.api import (
     scalar_curvature_mp as scalar_curvature_mp,
 )
 from ._src.families import (
+    DiscreteFamily as DiscreteFamily,
+    ExponentialFamily as ExponentialFamily,
     Family as Family,
+    Head as Head,
+    SoftmaxLinear as SoftmaxLinear,
     attention as attention,
     categorical as categorical,
     discrete_family as discrete_family,
@@ -29,13 +33,11 @@ from ._src.families import (
     project_keys as project_keys,
 )
 from ._src.mathns import JAX as JAX, MPMATH as MPMATH, SYMPY as SYMPY
+from ._src.sweep import SweepStats as SweepStats, sweep as sweep
 
 __all__ = [
-    "CurvatureInfo", "Family", "JAX", "MPMATH", "STATUS_NAMES", "SYMPY", "UndefinedCurvatureWarning",
+    "CurvatureInfo", "DiscreteFamily", "ExponentialFamily", "Family", "Head", "SoftmaxLinear", "JAX", "MPMATH", "STATUS_NAMES", "SYMPY", "UndefinedCurvatureWarning",
     "attention", "categorical", "christoffel", "discrete_family", "entropy", "exponential_family",
     "fisher_metric", "gaussian", "multihead_attention", "project_keys", "ricci", "riemann",
-    "scalar_curvature", "scalar_curvature_mp",
+    "scalar_curvature", "scalar_curvature_mp", "SweepStats", "sweep",
 ]
-from ._src.sweep import SweepStats as SweepStats, sweep as sweep  # noqa: E402
-
-__all__ += ["SweepStats", "sweep"]

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 import geometry
-from geometry._src import api, curvature, fisher
+from geometry._src import fisher, linalg
 
 from helpers import points_toward_vertices, rel_err
 
@@ -71,11 +71,11 @@ def test_scaled_condition_ignores_coordinate_scales_and_bounds_the_2_norm_one():
         d = np.exp(3 * rng.normal(size=m))
         for g in (h, h * np.outer(d, d)):  # same scaled metric, very different kappa(g)
             linv = np.linalg.inv(np.linalg.cholesky(g))
-            kappa = float(curvature.scaled_condition(jnp.asarray(g), jnp.asarray(linv)))
+            kappa = float(linalg.scaled_condition(jnp.asarray(g), jnp.asarray(linv)))
             s = np.sqrt(np.diag(g))
             k2 = np.linalg.cond(g / np.outer(s, s))
             assert k2 * (1 - 1e-9) <= kappa <= m * k2  # ||A||_inf <= sqrt(m) ||A||_2 for each factor
-            unrolled = curvature.scaled_condition_unrolled(
+            unrolled = linalg.scaled_condition_unrolled(
                 {(i, j): g[i, j] for i in range(m) for j in range(i + 1)}, {(i, j): linv[i, j] for i in range(m) for j in range(i + 1)}, m
             )
             assert float(unrolled) == pytest.approx(kappa, rel=1e-12)

@@ -9,7 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import geometry
-from geometry._src import curvature as _curv
+from geometry._src import routes, tensors as _curv
 from helpers import mp_entropy_softmax, points_toward_vertices, rel_err
 
 RNG = np.random.default_rng(5)
@@ -124,7 +124,7 @@ def test_christoffel_of_the_hessian_metric_is_half_the_third_derivative():
     r"""$\Gamma_{kij} = g_{kl}\Gamma^l_{ij} = \tfrac12\partial_i\partial_j\partial_k\psi$ for a Hessian metric."""
     fam = SOFTMAX[1]
     theta = jnp.array([0.1, 0.5, -0.3])
-    g, t = jax.jit(lambda th: _curv.hessian_jets(fam, th))(theta)
+    g, t = jax.jit(lambda th: routes.hessian_jets(fam, th))(theta)
     first_kind = jnp.einsum("kl,lij->kij", g, geometry.christoffel(fam, theta))
     np.testing.assert_allclose(first_kind, 0.5 * t, rtol=1e-9, atol=1e-12)
 

@@ -21,7 +21,12 @@ import pytest
 
 import geometry
 from geometry._src.families import _logit_bound
-from geometry._src import api, points, sweep as sw
+from geometry._src import engine, linalg, mapping, routes as sw
+
+
+def _as_points(fam, theta):
+    rows, lead = engine.as_rows(fam, theta)
+    return engine.block_checker(fam)(rows, 0), lead
 
 EPS = np.finfo(np.float64).eps
 
@@ -58,7 +63,7 @@ def test_tensor_form_whitened_as_a_tensor_is_the_per_atom_formula(fam):
     assert n > fam.dim**2  # tensor form
     r_b, c_b, k_b = (np.asarray(a) for a in jax.jit(lambda x: sw.cumulant_batch_major(fam, x))(jnp.asarray(th)))
     r_p, c_p, k_p = _per_point(fam, th)
-    model = api.SAFETY * EPS * c_p * np.maximum(k_p, 1.0)
+    model = linalg.SAFETY * EPS * c_p * np.maximum(k_p, 1.0)
     ok = model < 1e-2
     assert ok.sum() >= len(th) // 2
     np.testing.assert_array_less(np.abs(r_b - r_p)[ok] / np.abs(r_p[ok]), 2.0 * model[ok])
@@ -93,7 +98,7 @@ def test_gram_form_is_unchanged(n):
     th = _points(fam, np.random.default_rng(4))
     r_b, c_b, k_b = (np.asarray(a) for a in jax.jit(lambda x: sw.cumulant_batch_major(fam, x))(jnp.asarray(th)))
     r_p, c_p, k_p = _per_point(fam, th)
-    model = api.SAFETY * EPS * c_p * np.maximum(k_p, 1.0)
+    model = linalg.SAFETY * EPS * c_p * np.maximum(k_p, 1.0)
     ok = model < 1e-2
     np.testing.assert_array_less(np.abs(r_b - r_p)[ok] / np.abs(r_p[ok]), 2.0 * model[ok])
 
@@ -136,7 +141,7 @@ def test_pipelined_map_points_equals_direct_evaluation(count):
     fam = geometry.attention(np.random.default_rng(0).normal(size=(5, 2)))
     flat = np.random.default_rng(count).normal(size=(count, 2))
     seen = []
-    out = points.map_points(_kernel, fam, flat, chunk_size=32, progress=seen.append)
+    out = mapping.LocalMapper(32).map(_kernel, fam, flat, lambda b, s: b, seen.append)
     assert out["s"].shape == (count,) and out["v"].shape == (count, 2)
     np.testing.assert_array_equal(out["s"], flat[:, 0] - flat[:, 1])
     np.testing.assert_array_equal(out["v"], flat * 2.0)
@@ -159,9 +164,9 @@ def test_domain_check_still_rejects_overflowing_logits():
     th = np.zeros((10, 2))
     th[7] = [1.5e308, 0.0]  # logits +-1.06e308: their spread overflows
     with pytest.raises(ValueError, match=r"theta\[7\] gives logits"):
-        points.as_points(fam, th)
+        _as_points(fam, th)
     # inside the bound: no check needed, same flat array back
-    flat, lead = points.as_points(fam, np.ones((3, 4, 2)))
+    flat, lead = _as_points(fam, np.ones((3, 4, 2)))
     assert flat.shape == (12, 2) and lead == (3, 4)
     assert _logit_bound(fam.heads, flat) < 1e300  # the domain check's fast path applies
     assert not _logit_bound(fam.heads, th) < 1e300  # the full row-by-row check runs
@@ -173,11 +178,11 @@ def test_non_finite_coordinates_still_rejected():
         th = np.ones((5, 2))
         th[3, 1] = bad
         with pytest.raises(ValueError, match=r"first at flat index 3"):
-            points.as_points(fam, th)
+            _as_points(fam, th)
     # finite entries whose sum overflows are finite
     big = np.full((4, 2), 1e308)
-    assert points._all_finite(big)
-    assert not points._all_finite(np.array([[1.0, np.nan]]))
+    assert engine._all_finite(big)
+    assert not engine._all_finite(np.array([[1.0, np.nan]]))
 
 
 def test_large_calls_compile_the_keys_as_constants_and_give_the_same_bits():
@@ -185,9 +190,9 @@ def test_large_calls_compile_the_keys_as_constants_and_give_the_same_bits():
     program (XLA specialises it, about 2x faster); the values equal those of small traced-key calls."""
     rng = np.random.default_rng(1)
     for fam in (geometry.attention(rng.normal(size=(16, 2))), geometry.categorical(3)):
-        th = 3.0 * rng.normal(size=(points.CONSTANT_KEYS_MIN_POINTS, fam.dim))
-        assert isinstance(points._signature(fam, len(th))[0], geometry.Family)
-        assert not isinstance(points._signature(fam, 8192)[0], geometry.Family)
+        th = 3.0 * rng.normal(size=(mapping.CONSTANT_LEAVES_MIN_POINTS, fam.dim))
+        assert mapping._split(fam, len(th))[1] == ()  # leaves compiled in as constants
+        assert mapping._split(fam, 8192)[1] != ()  # leaves traced
         big = geometry.scalar_curvature(fam, th, method="cumulant")
         small = np.concatenate([geometry.scalar_curvature(fam, th[i : i + 8192], method="cumulant") for i in range(0, len(th), 8192)])
         np.testing.assert_array_equal(big, small)

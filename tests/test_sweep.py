@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 import geometry
-from geometry._src import api, fisher, sweep as sw
+from geometry._src import engine as api, fisher, linalg, routes as sw
 
 EPS = np.finfo(np.float64).eps
 #: Agreement between two float64 evaluations of one formula, in units of the error model.
@@ -48,8 +48,8 @@ def test_batch_major_kernel_is_the_cumulant_formula(fam):
     r_b, c_b, k_b = (np.asarray(a) for a in jax.jit(lambda x: sw.cumulant_batch_major(fam, x))(jnp.asarray(th)))
     r_p, c_p, k_p = (np.asarray(a) for a in jax.jit(jax.lax.map, static_argnums=0)(lambda t: sw.cumulant_point(fam, t), jnp.asarray(th)))
     with np.errstate(divide="ignore", invalid="ignore"):
-        model = api.SAFETY * EPS * c_p * np.maximum(k_p, 1.0)
-        model_b = api.SAFETY * EPS * c_b * np.maximum(k_b, 1.0)
+        model = linalg.SAFETY * EPS * c_p * np.maximum(k_p, 1.0)
+        model_b = linalg.SAFETY * EPS * c_b * np.maximum(k_b, 1.0)
     # where float64 claims two or more digits, the two evaluations agree within the error model
     ok = model < 1e-2
     assert ok.sum() >= len(th) // 2  # the unit-scale half of the points at least
@@ -59,7 +59,7 @@ def test_batch_major_kernel_is_the_cumulant_formula(fam):
     # where it does not, the batch-major estimate also sends the point to the fallback (default rtol)
     assert np.all(~(model_b[~ok] <= api.DEFAULT_RTOL))
     # kappa itself is computed from g, so it is known to relative precision ~ eps kappa
-    np.testing.assert_array_less(np.abs(k_b - k_p) / k_p, api.SAFETY * EPS * k_p)
+    np.testing.assert_array_less(np.abs(k_b - k_p) / k_p, linalg.SAFETY * EPS * k_p)
 
     # kappa is an upper bound of the 2-norm condition number of the Jacobi-scaled metric
     # D^-1/2 g D^-1/2 (the precision controller relies on it)
@@ -72,10 +72,10 @@ def test_batch_major_kernel_is_the_cumulant_formula(fam):
 
 def test_vmapped_route_uses_the_unrolled_kernel_and_stays_differentiable():
     fam = geometry.attention(np.random.default_rng(2).normal(size=(16, 2)))
-    jaxpr = str(jax.make_jaxpr(jax.vmap(lambda t: geometry._src.curvature.scalar_cumulant(fam, t)))(jnp.ones((8, 2))))
+    jaxpr = str(jax.make_jaxpr(jax.vmap(lambda t: sw.scalar_cumulant(fam, t)))(jnp.ones((8, 2))))
     assert "cholesky" not in jaxpr and "triangular_solve" not in jaxpr
     x = jnp.asarray([0.3, -0.7])
-    grad = jax.jit(jax.grad(lambda t: geometry._src.curvature.scalar_cumulant(fam, t)[0]))(x)
+    grad = jax.jit(jax.grad(lambda t: sw.scalar_cumulant(fam, t)[0]))(x)
     h = 1e-6
     r_of = jax.jit(lambda t: sw.cumulant_point(fam, t)[0])
     fd = [(r_of(x + h * e) - r_of(x - h * e)) / (2 * h) for e in jnp.eye(2)]

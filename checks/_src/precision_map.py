@@ -6,7 +6,7 @@ Along a ray toward a vertex of the simplex the entropy falls like :math:`e^{-ct}
 the Fisher metric degenerates (its smallest eigenvalue is :math:`\sim p_{\min}`) and
 the scalar curvature becomes a difference of two huge numbers,
 :math:`R = \tfrac14(|T|_g^2 - |\tau|_g^2)` with :math:`|T|_g^2, |\tau|_g^2 \sim 1/p_{\min}`
-(Totaro 2004, eq. 1; see :mod:`geometry._src.curvature`).  Naive float64
+(Totaro 2004, eq. 1; see :mod:`geometry._src.routes`).  Naive float64
 (autodiff Levi-Civita, or the autodiff Hessian formula) therefore loses about
 :math:`\log_{10}(1/p_{\min}) + \log_{10}\kappa(g)` digits and, once that exceeds 16,
 returns noise of size :math:`\sim 1/p_{\min}`, which looks like a curvature blow-up.

@@ -1,6 +1,6 @@
 r"""Exact Christoffel symbols, Riemann and Ricci tensors and scalar curvature of a metric.
 
-Same index and sign conventions as :mod:`geometry._src.curvature` (stated there once):
+Same index and sign conventions as :mod:`geometry._src.tensors` (stated there once):
 
 * ``g[i][j]`` :math:`= g_{ij}`;
 * ``gamma[k][i][j]`` :math:`= \Gamma^k_{ij} = \tfrac12 g^{kl}(\partial_i g_{jl} + \partial_j g_{il} - \partial_l g_{ij})`;
@@ -133,7 +133,7 @@ def hessian_scalar(alg: Algebra, g, t, ginv=None):
 
     :math:`|T|^2_g = g^{ia}g^{jb}g^{kc}T_{ijk}T_{abc}`, :math:`\tau_k = g^{ij}T_{ijk}`,
     :math:`|\tau|^2_g = g^{kc}\tau_k\tau_c` (Totaro 2004, Int. J. Math. 15, eq. 1;
-    the same formula as the ``hessian`` route of :mod:`geometry._src.curvature`).
+    the same formula as the ``hessian`` route of :mod:`geometry._src.routes`).
     """
     d = len(g)
     ginv = inverse(alg, g) if ginv is None else ginv

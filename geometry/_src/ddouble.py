@@ -39,9 +39,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .curvature import scaled_condition, scaled_condition_unrolled
 from .families import Family
-from .points import pad_rows
+from .linalg import error_estimate, scaled_condition, scaled_condition_unrolled
+from .mapping import pad_rows
+from .tiers import HIGH_PRECISION, Outcome
 
 #: Relative error bound of one double-double operation (2^-103; products measure up to 1.01 * 2^-104).
 EPS_DD = 2.0**-103
@@ -226,7 +227,8 @@ def exp(x):
 
 def supported(family: Family) -> bool:
     """Single-head softmax-linear families (any query dimension)."""
-    return family.kind == "softmax-linear" and len(family.heads) == 1
+    heads = family.softmax_heads()
+    return heads is not None and len(heads) == 1
 
 
 # The route is split into stages, each compiled on its own: XLA fuses a long double-double
@@ -266,7 +268,7 @@ def _metric(p, uu):
     r"""Whitening ``(L^{-1})`` rows of :math:`g = \sum_i p_i u_i u_i^\top = LL^\top` and :math:`\kappa`.
 
     Cholesky and triangular inverse unrolled over ``m``; :math:`\kappa` as in
-    :func:`geometry._src.curvature.scaled_condition` (from the leading words).
+    :func:`geometry._src.linalg.scaled_condition` (from the leading words).
     Returns ``linv`` as an ``(m, m)`` double-double array (zero above the diagonal).
     """
     u = _columns(uu)
@@ -449,7 +451,7 @@ def _cumulant(keys, scale, theta):
 
 def evaluate(family: Family, theta: np.ndarray, chunk: int):
     """:func:`_cumulant` over ``theta`` (N, m) in fixed-size chunks (padded: one compilation per key shape)."""
-    (head,) = family.heads
+    (head,) = family.softmax_heads()
     keys, scale = jnp.asarray(head.keys), jnp.asarray(head.scale, jnp.float64)
     n, m = head.keys.shape
     if m > MAX_UNROLLED_DIM:
@@ -459,3 +461,33 @@ def evaluate(family: Family, theta: np.ndarray, chunk: int):
         block = theta[start : start + chunk]
         outs.append([a[: block.shape[0]] for a in _cumulant(keys, scale, jnp.asarray(pad_rows(block, chunk)))])
     return [np.concatenate(parts) for parts in zip(*outs)]
+
+
+#: Points per compiled call of the double-double tier (one shape: it compiles once per key shape).
+DD_CHUNK = 256
+
+
+class DoubleDouble:
+    """The double-double tier (contract in :mod:`geometry._src.tiers`): single-head softmax families.
+
+    Same error model as float64 with :math:`\varepsilon_{dd} = 2^{-103}`; points it declines
+    (probabilities below ``exp(MIN_LOG_P)``, non-finite values) keep an infinite estimate and
+    go to the next tier.  ``dps = 32`` marks its points.
+    """
+
+    name = "double-double"
+    status = HIGH_PRECISION
+    eps = EPS_DD
+
+    def supports(self, family) -> bool:
+        return supported(family)
+
+    def evaluate(self, family, rows, rtol, clock, mapper=None) -> Outcome:
+        val, cancel, kappa, ok = evaluate(family, np.asarray(rows, np.float64), DD_CHUNK)
+        with np.errstate(invalid="ignore", over="ignore"):
+            est = error_estimate(cancel, kappa, EPS_DD)
+        est = np.where(ok & (est >= 0), est, np.inf)
+        return Outcome(np.where(ok, val, np.nan), est, np.full(val.shape[0], 32, np.int32))
+
+
+TIER = DoubleDouble()

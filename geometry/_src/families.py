@@ -1,111 +1,187 @@
-"""Probability families: a family is defined once and lowered to JAX, sympy and mpmath.
+r"""Probability families (layer 2): each kind is one small immutable class that is a JAX pytree.
 
-A :class:`Family` is a small immutable value.  It holds its parameters and one
-defining function; every geometric quantity (metric, entropy, curvature) is a
-pure function of it elsewhere in the package.  There are three kinds:
+A family holds its parameters and one defining function; every geometric quantity
+(metric, entropy, curvature) is computed from it by the layers above.  Array
+parameters (keys, scales) are pytree *leaves*: ``geometry.attention(K)`` accepts a
+traced ``K``, and a stack of families of one shape can be ``jax.vmap``-ed.  Names,
+dimensions and user functions are *static* fields (part of the tree structure).
 
-``"softmax-linear"``
-    ``p(x) = softmax(s_h K_h x)`` for one or several independent heads
-    ``(K_h, s_h)``.  The categorical family (``K = [I; 0]``, ``s = 1/T``),
-    single-head and multi-head attention are all of this kind.  It is an
-    exponential family with log-partition ``psi(x) = sum_h logsumexp(s_h K_h x)``,
-    and its moments give a closed form for the curvature (the ``cumulant`` route).
-``"exponential"``
-    an exponential family given by its log-partition ``psi(eta)`` in natural
-    coordinates, optionally through a chart ``eta = natural(theta)`` (the
-    Gaussian in ``(mu, sigma)``).  The Fisher metric is ``J^T (hess psi) J``.
-``"discrete"``
-    any smooth ``theta -> log p_theta`` over a finite support.
+The contract of a kind (:class:`Family`) is a handful of methods; the routes, the
+precision tiers and the engine use nothing else, so a new kind is one new subclass:
+
+``metric(theta)``
+    the Fisher metric ``g[i, j]`` at one point, float64 JAX, twice differentiable
+    (the ``levi-civita`` route and :func:`geometry.christoffel` differentiate it).
+``metric_constructions()``
+    ``{name: fn(theta)}`` of the constructions :func:`geometry.fisher_metric` offers
+    (``"score"``, ``"hessian"``, ``"covariance"``); ``metric`` is the most accurate one.
+``entropy(theta)`` / ``has_entropy``
+    Shannon entropy in nats, when the family determines it.
+``potential()``
+    ``(psi(eta, xp), chart(theta, xp))`` when the metric is the Hessian of a
+    log-partition in the chart ``eta = chart(theta)`` (enables the ``hessian`` route).
+``softmax_heads()``
+    the heads ``(keys, scale)`` of a softmax-linear family (enables the ``cumulant``
+    route and the double-double tier).
+``lower_metric(coords, xp)``
+    the metric as nested lists of expressions in namespace ``xp`` (sympy: the
+    mpmath tier differentiates it exactly); ``lowerable`` says whether it exists.
+``domain_error(flat)`` / ``point_checks(theta)`` / ``output_errors()``
+    host-side domain test of an ``(N, dim)`` numpy batch, a per-point JAX check of
+    user functions (finite metric, normalisation), and output-shape errors of user
+    functions; the engine raises the messages.
 
 Defining functions take ``(theta, xp)`` where ``xp`` is one of the namespaces in
 :mod:`geometry._src.mathns`; user functions of ``theta`` alone are accepted too
-(they are JAX-only: the high-precision fallback cannot re-evaluate them).
+(JAX only: the high-precision tier cannot re-evaluate them).
+
+Index convention: ``g[i, j] = g_{ij}``; derivative indices come last.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import inspect
 import math
-from typing import Any, Callable
+from typing import Callable, ClassVar
 
+import equinox as eqx
+import jax
+import jax.numpy as jnp
 import numpy as np
 
 from . import mathns
+from .mathns import JAX, stable_log_softmax
 
 __all__ = [
     "Family",
     "Head",
+    "SoftmaxLinear",
+    "ExponentialFamily",
+    "DiscreteFamily",
     "categorical",
     "attention",
     "multihead_attention",
     "gaussian",
     "exponential_family",
     "discrete_family",
+    "project_keys",
 ]
 
 
-@dataclasses.dataclass(frozen=True, eq=False)
-class Head:
-    """One softmax head: logits ``scale * keys @ x``; ``keys`` is ``(n, m)`` float64."""
-
-    keys: np.ndarray
-    scale: float
+def is_traced(tree) -> bool:
+    """Whether any leaf of ``tree`` is a JAX tracer (inside ``jit``/``vmap``/``grad``)."""
+    return any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree_util.tree_leaves(tree))
 
 
-@dataclasses.dataclass(frozen=True, eq=False)
-class Family:
-    """A smooth family of probability distributions with coordinates in ``R^dim``.
+# --------------------------------------------------------------------------- the contract
 
-    Construct it with :func:`categorical`, :func:`attention`,
-    :func:`multihead_attention`, :func:`gaussian`, :func:`exponential_family`
-    or :func:`discrete_family`.  Families compare by identity and are hashable,
-    so they can be static arguments of ``jax.jit``.
+
+class Family(eqx.Module):
+    """A smooth family of probability distributions with coordinates in ``R^dim`` (abstract base).
+
+    Construct one with :func:`categorical`, :func:`attention`,
+    :func:`multihead_attention`, :func:`gaussian`, :func:`exponential_family` or
+    :func:`discrete_family`, or subclass it (the module docstring lists the
+    contract; only ``name``, ``dim`` and ``metric`` are required).  Families are
+    immutable pytrees: array parameters are leaves, everything else is static.
     """
 
-    name: str
-    dim: int
-    kind: str  # "softmax-linear" | "exponential" | "discrete"
-    heads: tuple = ()
-    log_partition: Callable | None = None  # (eta, xp) -> scalar, natural coordinates
-    natural: Callable | None = None  # (theta, xp) -> eta; None = identity chart
-    log_probs: Callable | None = None  # (theta, xp) -> (k,) log-probabilities
-    entropy_fn: Callable | None = None  # (theta, xp) -> scalar (nats)
-    log_density: Callable | None = None  # (theta, x, xp) for the score route (continuous)
-    quadrature: Any = None  # (nodes_fn(theta) -> x, weights) for log_density expectations
-    lowerable: bool = True  # defining functions accept any xp namespace
-    domain: Callable | None = None  # (theta: np.ndarray (N, dim)) -> message or None
-    description: str = ""
+    #: descriptive label of the kind (reports print it; no code branches on it)
+    kind: ClassVar[str] = "abstract"
+    #: what the user wrote, for error messages ("log_partition", "log_probs", ...)
+    defined_by: ClassVar[str] = "metric"
+    #: what positive definiteness requires of that definition, for error messages
+    definiteness_requirement: ClassVar[str] = "the metric must be positive definite"
 
-    def __post_init__(self):
-        if self.kind not in ("softmax-linear", "exponential", "discrete"):
-            raise ValueError(f"Family kind must be softmax-linear, exponential or discrete, got {self.kind!r}")
-        if not (isinstance(self.dim, (int, np.integer)) and self.dim >= 1):
-            raise ValueError(f"dim must be a positive integer, got {self.dim!r}")
+    # ``name: str`` and ``dim: int`` are static fields of every concrete kind.
+
+    def metric(self, theta):
+        raise NotImplementedError(f"{type(self).__name__} must define metric(theta)")
+
+    def metric_constructions(self) -> dict:
+        return {"default": self.metric}
+
+    @property
+    def has_entropy(self) -> bool:
+        return False
+
+    def entropy(self, theta):
+        raise ValueError(f"{self.name} has no entropy function")
+
+    def potential(self):
+        return None
+
+    def softmax_heads(self):
+        return None
+
+    @property
+    def lowerable(self) -> bool:
+        return False
+
+    def lower_metric(self, coords, xp):
+        raise NotImplementedError(f"{self.name} cannot be lowered to {xp.name}")
+
+    def domain_error(self, flat: np.ndarray) -> str | None:
+        return None
+
+    def point_checks(self, theta):
+        """``(ok, normalisation error)`` at one point: the default metric is finite."""
+        return jnp.all(jnp.isfinite(self.metric(theta))), jnp.zeros(())
+
+    def output_errors(self) -> str | None:
+        return None
+
+    @property
+    def definite_by_construction(self) -> bool:
+        """True when the metric is positive definite at every point (checked at construction)."""
+        return False
 
     @property
     def is_hessian_metric(self) -> bool:
         """True when the metric is the Hessian of a potential in *some* affine chart."""
-        return self.kind in ("softmax-linear", "exponential")
+        return self.potential() is not None
 
     @property
-    def has_entropy(self) -> bool:
-        return self.kind in ("softmax-linear", "discrete") or self.entropy_fn is not None
+    def heads(self) -> tuple:
+        return ()
 
     @property
     def num_outcomes(self) -> int | None:
-        if self.kind == "softmax-linear":
-            return int(np.prod([h.keys.shape[0] for h in self.heads]))
         return None
 
     def __repr__(self):
         return f"Family({self.name!r}, dim={self.dim}, kind={self.kind!r})"
 
 
-# --------------------------------------------------------------------------- helpers
+# --------------------------------------------------------------------------- shared constructions
+
+
+def score_metric(log_probs: Callable, theta):
+    r""":math:`g_{ij} = \sum_x p(x)\,\partial_i\log p(x)\,\partial_j\log p(x)` (finite support; ``jacfwd`` scores)."""
+    lp = log_probs(theta)
+    score = jax.jacfwd(log_probs)(theta)  # (k, dim): d log p(x) / d theta
+    return jnp.einsum("x,xi,xj->ij", jnp.exp(lp), score, score)
+
+
+def entropy_of_log_probs(lp):
+    """:math:`-\\sum_x p\\log p` with ``0 log 0 = 0``: every term is >= 0, so there is no cancellation."""
+    p = jnp.exp(lp)
+    return -jnp.sum(jnp.where(p > 0, p * lp, 0.0))
+
+
+def hessian_metric(psi: Callable, chart: Callable | None, theta):
+    r""":math:`g_\theta = J^\top\,\nabla^2\psi(\eta(\theta))\,J`, :math:`J = \partial\eta/\partial\theta` (autodiff)."""
+    eta = theta if chart is None else chart(theta)
+    h = jax.hessian(psi)(eta)
+    if chart is None:
+        return h
+    jac = jax.jacfwd(chart)(theta)
+    return jac.T @ h @ jac
 
 
 def _positive_scalar(value, name, fix):
+    if isinstance(value, (str, bytes, bool, np.bool_)) or value is None:
+        raise TypeError(f"{name} must be a real number, got {value!r}. {fix}")
     try:
         v = float(value)
     except (TypeError, ValueError):
@@ -116,18 +192,37 @@ def _positive_scalar(value, name, fix):
 
 
 def as_real_array(value, name: str, what: str) -> np.ndarray:
-    """``value`` as a float64 array, or ``TypeError`` naming ``name`` (``what`` describes the expected shape)."""
+    """``value`` as a float64 array, or ``TypeError``/``ValueError`` naming ``name`` (``what`` describes the shape)."""
     if isinstance(value, (str, bytes)) or value is None:
         raise TypeError(f"{name} must be {what}, got {type(value).__name__}")
-    arr = np.asarray(value)
-    if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):
+    try:
+        arr = np.asarray(value)
+    except ValueError:
+        raise ValueError(f"{name} must be {what}; it is ragged (rows of different lengths). Pass a rectangular array.") from None
+    if arr.dtype == object:
+        raise TypeError(f"{name} must be {what}, got dtype object (ragged or non-numeric entries)")
+    if not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):
         raise TypeError(f"{name} must be {what}, got dtype {arr.dtype}")
     if np.iscomplexobj(arr):
         raise TypeError(f"{name} must be real, got complex dtype {arr.dtype}")
     return arr.astype(np.float64)
 
 
+# --------------------------------------------------------------------------- softmax-linear kind
+
+
+class Head(eqx.Module):
+    """One softmax head: logits ``scale * keys @ x``; ``keys`` ``(n, m)`` and ``scale`` are leaves."""
+
+    keys: jax.Array | np.ndarray
+    scale: jax.Array | np.ndarray
+
+
 def _as_keys(keys, name="keys"):
+    if isinstance(keys, jax.core.Tracer):
+        if keys.ndim != 2:
+            raise ValueError(f"{name} must be a 2-d (n, m) array (n keys in R^m), got shape {keys.shape}")
+        return jnp.asarray(keys, jnp.float64)
     arr = as_real_array(keys, name, "an (n, m) array of real numbers")
     if arr.ndim != 2:
         raise ValueError(
@@ -143,6 +238,19 @@ def _as_keys(keys, name="keys"):
     return arr
 
 
+def _centred_rank(centred) -> int:
+    """Numerical rank of centred keys, invariant under rescaling query coordinates by powers of two:
+    columns are equilibrated (scaled to unit max-norm by a power of two) before the SVD."""
+    col = np.max(np.abs(centred), axis=0)
+    if not np.any(col > 0):
+        return 0
+    exps = np.where(col > 0, np.frexp(np.where(col > 0, col, 1.0))[1], 0)
+    scaled = np.ldexp(centred, -exps[None, :])
+    sv = np.linalg.svd(scaled, compute_uv=False)
+    tol = max(scaled.shape) * np.finfo(np.float64).eps * sv[0]
+    return int(np.sum(sv > tol))
+
+
 def _check_head_rank(keys, name):
     """The pullback metric K_c^T diag(p) K_c is definite iff the centred keys have rank m."""
     n, m = keys.shape
@@ -153,10 +261,7 @@ def _check_head_rank(keys, name):
             "singular and the scalar curvature is undefined. Project the query onto the span of "
             "the centred keys (e.g. geometry.project_keys(keys)) or use more keys."
         )
-    centred = keys - keys.mean(axis=0)
-    sv = np.linalg.svd(centred, compute_uv=False)
-    tol = max(n, m) * np.finfo(np.float64).eps * (sv[0] if sv.size and sv[0] > 0 else 1.0)
-    rank = int(np.sum(sv > tol))
+    rank = _centred_rank(keys - keys.mean(axis=0))
     if rank < m:
         raise ValueError(
             f"{name} has centred rank {rank} < m = {m}: the query space has more dimensions than "
@@ -183,21 +288,30 @@ def project_keys(keys):
     return keys @ basis, basis
 
 
-def _softmax_log_probs(heads):
-    def log_probs(x, xp):
-        if len(heads) != 1:
-            raise ValueError("log_probs of a multi-head family: use the per-head distributions")
-        h = heads[0]
-        return xp.log_softmax(xp.matvec(h.keys * h.scale, x))
+def softmax_atoms(heads, x):
+    r"""Weights and centred, scaled key vectors of a softmax-linear family at query ``x``.
 
-    return log_probs
+    For each head with keys :math:`k_i` and scale ``s``, returns :math:`w_i = p_i` and
+    :math:`u_i = s\,(k_i - \bar k)`, :math:`\bar k = \sum_j p_j k_j`, stacked over heads.
+    Then :math:`g = \sum_i w_i u_i u_i^\top` and the third cumulant is
+    :math:`T = \sum_i w_i u_i^{\otimes 3}` (cumulants of independent heads add).
 
-
-def _softmax_log_partition(heads):
-    def log_partition(x, xp):
-        return xp.sum([xp.logsumexp(xp.matvec(h.keys * h.scale, x)) for h in heads])
-
-    return log_partition
+    Precision: :math:`k_i - \bar k` cancels catastrophically when :math:`p` is
+    concentrated on one key (then :math:`\bar k \approx k_a`).  We centre at the
+    dominant key first: :math:`d_i = k_i - k_a` is exact-ish and
+    :math:`\bar d = \sum_j p_j d_j` is a sum of small terms, so
+    :math:`d_i - \bar d` is accurate to relative precision for every ``i``.
+    """
+    ws, us = [], []
+    for h in heads:
+        keys = jnp.asarray(h.keys)
+        logp = stable_log_softmax(h.scale * (keys @ x))
+        p = jnp.exp(logp)
+        a = jnp.argmax(logp)
+        d = keys - keys[a]
+        ws.append(p)
+        us.append(h.scale * (d - p @ d))
+    return jnp.concatenate(ws), jnp.concatenate(us, axis=0)
 
 
 def _logit_bound(heads, theta) -> float:
@@ -206,15 +320,101 @@ def _logit_bound(heads, theta) -> float:
     return max(float(h.scale) * float(np.max(np.sum(np.abs(h.keys), axis=1))) * tmax for h in heads)
 
 
-def _logits_domain(heads):
-    def domain(theta):
+class SoftmaxLinear(Family):
+    r"""``p(x) = prod_h softmax(s_h K_h x)``: one or several independent softmax heads reading ``x in R^m``.
+
+    The categorical family (``K = [I; 0]``, ``s = 1/T``), single- and multi-head
+    attention are of this kind.  It is an exponential family with log-partition
+    :math:`\psi(x) = \sum_h \operatorname{logsumexp}(s_h K_h x)`; its metric is
+    :math:`g = \sum_h s_h^2\,\mathrm{Cov}_{p_h}(k)` and its moments give the
+    curvature in closed form (the ``cumulant`` route).
+    """
+
+    kind: ClassVar[str] = "softmax-linear"
+    defined_by: ClassVar[str] = "keys"
+    heads_: tuple  # of Head (leaves: keys, scale)
+    name: str = eqx.field(static=True)
+    dim: int = eqx.field(static=True)
+    description: str = eqx.field(static=True, default="")
+
+    @property
+    def heads(self) -> tuple:
+        return self.heads_
+
+    def softmax_heads(self):
+        return self.heads_
+
+    @property
+    def definite_by_construction(self) -> bool:
+        return True  # the centred keys have rank m (checked by the constructors)
+
+    @property
+    def num_outcomes(self) -> int | None:
+        return int(np.prod([h.keys.shape[0] for h in self.heads_]))
+
+    #: softmax families are given in their natural coordinates
+    natural: ClassVar[None] = None
+
+    def _logits(self, h, x, xp):
+        if xp is JAX:  # keys and scale may be traced
+            return h.scale * (jnp.asarray(h.keys) @ x)
+        return xp.matvec(np.asarray(h.keys) * float(h.scale), x)
+
+    def log_partition(self, x, xp):
+        r""":math:`\psi(x) = \sum_h \operatorname{logsumexp}(s_h K_h x)` in namespace ``xp``."""
+        return xp.sum([xp.logsumexp(self._logits(h, x, xp)) for h in self.heads_])
+
+    def log_probs(self, x, xp):
+        if len(self.heads_) != 1:
+            raise ValueError("log_probs of a multi-head family: use the per-head distributions")
+        return xp.log_softmax(self._logits(self.heads_[0], x, xp))
+
+    def metric(self, theta):
+        w, u = softmax_atoms(self.heads_, theta)
+        return jnp.einsum("a,ai,aj->ij", w, u, u)
+
+    def _score(self, theta):
+        g = 0.0
+        for h in self.heads_:
+            keys = jnp.asarray(h.keys)
+            g = g + score_metric(lambda t, h=h, keys=keys: stable_log_softmax(h.scale * (keys @ t)), theta)
+        return g
+
+    def _hessian(self, theta):
+        return hessian_metric(lambda x: self.log_partition(x, JAX), None, theta)
+
+    def metric_constructions(self) -> dict:
+        return {"covariance": self.metric, "score": self._score, "hessian": self._hessian}
+
+    @property
+    def has_entropy(self) -> bool:
+        return True
+
+    def entropy(self, theta):
+        # -p log p >= 0 termwise: no cancellation, and log p_max is accurate (log1p form).
+        return sum(entropy_of_log_probs(stable_log_softmax(h.scale * (jnp.asarray(h.keys) @ theta))) for h in self.heads_)
+
+    def potential(self):
+        return (self.log_partition, None)
+
+    @property
+    def lowerable(self) -> bool:
+        return True
+
+    def lower_metric(self, coords, xp):
+        raise NotImplementedError("softmax families use the cumulant formula in high precision")
+
+    def point_checks(self, theta):
+        return jnp.ones((), bool), jnp.zeros(())  # definite and finite by construction
+
+    def domain_error(self, flat: np.ndarray) -> str | None:
         # Fast path: when the bound is below 1e300 no logit spread can overflow, and the (N, n)
         # product below (as costly as the curvature kernel itself) is not needed.
-        if theta.size == 0 or _logit_bound(heads, theta) < 1e300:
+        if flat.size == 0 or _logit_bound(self.heads_, flat) < 1e300:
             return None
         with np.errstate(over="ignore", invalid="ignore"):
-            for k, h in enumerate(heads):
-                z = h.scale * (theta @ h.keys.T)
+            for k, h in enumerate(self.heads_):
+                z = float(h.scale) * (flat @ np.asarray(h.keys).T)
                 spread = np.max(z, axis=-1) - np.min(z, axis=-1)
                 bad = ~np.isfinite(spread)
                 if bad.any():
@@ -225,24 +425,21 @@ def _logits_domain(heads):
                     )
         return None
 
-    return domain
+
+def _softmax(keys_list, scales, name, description):
+    if is_traced(keys_list) or is_traced(scales):
+        heads = tuple(Head(jnp.asarray(k, jnp.float64), jnp.asarray(s, jnp.float64)) for k, s in zip(keys_list, scales))
+    else:
+        heads = tuple(Head(np.asarray(k, np.float64), np.asarray(s, np.float64)) for k, s in zip(keys_list, scales))
+    return SoftmaxLinear(heads, name=name, dim=int(heads[0].keys.shape[1]), description=description)
 
 
-def _softmax_family(heads, name, description):
-    dim = heads[0].keys.shape[1]
-    return Family(
-        name=name,
-        dim=dim,
-        kind="softmax-linear",
-        heads=tuple(heads),
-        log_partition=_softmax_log_partition(heads),
-        log_probs=_softmax_log_probs(heads) if len(heads) == 1 else None,
-        domain=_logits_domain(heads),
-        description=description,
-    )
-
-
-# --------------------------------------------------------------------------- shipped families
+def _scale_for(scale, m, fix):
+    if scale is None:
+        return 1.0 / math.sqrt(m)
+    if isinstance(scale, jax.core.Tracer):
+        return scale
+    return _positive_scalar(scale, "scale", fix)
 
 
 def categorical(n: int, temperature: float = 1.0) -> Family:
@@ -264,25 +461,29 @@ def categorical(n: int, temperature: float = 1.0) -> Family:
         raise ValueError(f"temperature={temperature!r} is so small that 1/temperature overflows float64; use a temperature >= 1e-300")
     keys = np.vstack([np.eye(n - 1), np.zeros((1, n - 1))])
     name = f"categorical(n={n})" if t == 1.0 else f"categorical(n={n}, T={t:g})"
-    return _softmax_family([Head(keys, 1.0 / t)], name, "softmax over n outcomes, last logit fixed at 0")
+    return _softmax([keys], [1.0 / t], name, "softmax over n outcomes, last logit fixed at 0")
 
 
 def attention(keys, scale: float | None = None) -> Family:
     r"""Attention distribution of one query: ``p(x) = softmax(scale * keys @ x)``.
 
-    ``keys`` is ``(n, m)``; the query ``x`` lives in ``R^m``; default
+    ``keys`` is ``(n, m)`` (a traced array is accepted: the family is a pytree whose
+    leaves are ``keys`` and ``scale``); the query ``x`` lives in ``R^m``; default
     ``scale = 1/sqrt(m)``.  The Fisher metric is the pullback of the categorical
     Fisher metric through :math:`x \mapsto s K x`:
     :math:`g(x) = s^2 K^\top(\operatorname{diag} p - p p^\top) K = s^2\,\mathrm{Cov}_p(k)`,
-    which is definite iff the centred keys have rank ``m`` (checked here).
+    which is definite iff the centred keys have rank ``m`` (checked here for
+    concrete keys; the rank test equilibrates columns, so it is invariant under
+    rescaling query coordinates).
     """
     keys = _as_keys(keys)
     n, m = keys.shape
-    s = 1.0 / math.sqrt(m) if scale is None else _positive_scalar(scale, "scale", "Use scale > 0, e.g. 1/sqrt(m).")
-    if not np.all(np.isfinite(keys * s)):
-        raise ValueError(f"scale * keys overflows float64 (scale={s!r}); use a smaller scale or smaller keys")
-    _check_head_rank(keys, "keys")
-    return _softmax_family([Head(keys, s)], f"attention(n={n}, m={m})", "single-head attention of one query")
+    s = _scale_for(scale, m, "Use scale > 0, e.g. 1/sqrt(m).")
+    if not is_traced((keys, s)):
+        if not np.all(np.isfinite(keys * s)):
+            raise ValueError(f"scale * keys overflows float64 (scale={s!r}); use a smaller scale or smaller keys")
+        _check_head_rank(keys, "keys")
+    return _softmax([keys], [s], f"attention(n={n}, m={m})", "single-head attention of one query")
 
 
 def multihead_attention(keys_list, scale: float | None = None) -> Family:
@@ -292,7 +493,7 @@ def multihead_attention(keys_list, scale: float | None = None) -> Family:
     metric and the entropy are sums over heads, and so are the third cumulants.
     Each head alone may be degenerate; the sum must be definite (checked).
     """
-    if isinstance(keys_list, np.ndarray) and keys_list.ndim == 3:
+    if isinstance(keys_list, (np.ndarray, jax.Array)) and keys_list.ndim == 3:
         keys_list = list(keys_list)
     if not isinstance(keys_list, (list, tuple)) or len(keys_list) == 0:
         raise ValueError("keys_list must be a non-empty list of (n_h, m) key arrays, one per head")
@@ -304,16 +505,138 @@ def multihead_attention(keys_list, scale: float | None = None) -> Family:
                 f"keys_list[{i}] has query dimension {k.shape[1]} but keys_list[0] has {m}: "
                 "all heads must read the same query space"
             )
-    s = 1.0 / math.sqrt(m) if scale is None else _positive_scalar(scale, "scale", "Use scale > 0.")
-    stacked = np.vstack([k - k.mean(axis=0) for k in heads])
-    if np.linalg.matrix_rank(stacked) < m:
-        raise ValueError(
-            f"the heads' centred keys together have rank {np.linalg.matrix_rank(stacked)} < m = {m}: "
-            "the query space has more dimensions than the keys can see; project the query "
-            "(geometry.project_keys on the stacked keys) or add heads"
-        )
+    s = _scale_for(scale, m, "Use scale > 0.")
+    if not is_traced((heads, s)):
+        rank = _centred_rank(np.vstack([k - k.mean(axis=0) for k in heads]))
+        if rank < m:
+            raise ValueError(
+                f"the heads' centred keys together have rank {rank} < m = {m}: "
+                "the query space has more dimensions than the keys can see; project the query "
+                "(geometry.project_keys on the stacked keys) or add heads"
+            )
     name = f"multihead(h={len(heads)}, n={'/'.join(str(k.shape[0]) for k in heads)}, m={m})"
-    return _softmax_family([Head(k, s) for k in heads], name, "independent attention heads, same query")
+    return _softmax(heads, [s] * len(heads), name, "independent attention heads, same query")
+
+
+# --------------------------------------------------------------------------- exponential kind
+
+
+def _accepts_xp(fn) -> bool:
+    try:
+        params = [
+            p
+            for p in inspect.signature(fn).parameters.values()
+            if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+        ]
+    except (TypeError, ValueError):
+        return False
+    return len(params) >= 2
+
+
+class _JaxOnly:
+    """A user function of ``theta`` alone, callable as ``fn(theta, xp)`` with ``xp = JAX`` only."""
+
+    def __init__(self, fn, name):
+        self.fn, self.name = fn, name
+
+    def __call__(self, theta, xp):
+        if xp is not mathns.JAX:
+            raise NotImplementedError(f"{self.name} was given as a plain JAX function; it cannot be lowered to {xp.name}")
+        return self.fn(theta)
+
+
+def _lift(fn, name):
+    """Accept ``fn(theta, xp)`` (lowerable) or ``fn(theta)`` (JAX only): ``(fn(theta, xp), lowerable)``."""
+    if fn is None:
+        return None, True
+    if not callable(fn):
+        raise TypeError(f"{name} must be callable, got {type(fn).__name__}")
+    if _accepts_xp(fn):
+        return fn, True
+    return _JaxOnly(fn, name), False
+
+
+class ExponentialFamily(Family):
+    r"""An exponential family :math:`p_\eta(x) = h(x)\exp(\eta\cdot t(x) - \psi(\eta))` from its log-partition.
+
+    ``log_partition(eta, xp)``; ``natural(theta, xp)`` is the chart
+    ``eta = eta(theta)`` (``None``: ``theta`` are the natural parameters).  The Fisher
+    metric is :math:`J^\top(\nabla^2\psi)J`.
+    """
+
+    kind: ClassVar[str] = "exponential"
+    defined_by: ClassVar[str] = "log_partition"
+    definiteness_requirement: ClassVar[str] = "the log-partition must be strictly convex"
+    name: str = eqx.field(static=True)
+    dim: int = eqx.field(static=True)
+    log_partition: Callable = eqx.field(static=True)
+    natural: Callable | None = eqx.field(static=True, default=None)
+    entropy_fn: Callable | None = eqx.field(static=True, default=None)
+    log_density: Callable | None = eqx.field(static=True, default=None)  # (theta, x, xp), for the score construction
+    quadrature: Callable | None = eqx.field(static=True, default=None)  # theta -> (nodes, weights) (numpy weights)
+    domain: Callable | None = eqx.field(static=True, default=None)  # (N, dim) numpy -> message or None
+    is_lowerable: bool = eqx.field(static=True, default=True)
+    description: str = eqx.field(static=True, default="")
+
+    def chart(self, theta):
+        return theta if self.natural is None else self.natural(theta, JAX)
+
+    def metric(self, theta):
+        chart = None if self.natural is None else (lambda t: self.natural(t, JAX))
+        return hessian_metric(lambda e: self.log_partition(e, JAX), chart, theta)
+
+    def _score(self, theta):
+        xs, weights = self.quadrature(theta)
+        score = jax.vmap(lambda x: jax.grad(lambda t: self.log_density(t, x, JAX))(theta))(xs)
+        return jnp.einsum("x,xi,xj->ij", jnp.asarray(weights), score, score)
+
+    def metric_constructions(self) -> dict:
+        out = {"hessian": self.metric}
+        if self.log_density is not None and self.quadrature is not None:
+            out["score"] = self._score
+        return out
+
+    @property
+    def has_entropy(self) -> bool:
+        return self.entropy_fn is not None
+
+    def entropy(self, theta):
+        if self.entropy_fn is None:
+            return super().entropy(theta)
+        return self.entropy_fn(theta, JAX)
+
+    def potential(self):
+        return (self.log_partition, self.natural)
+
+    @property
+    def lowerable(self) -> bool:
+        return self.is_lowerable
+
+    def lower_metric(self, coords, xp):
+        raise NotImplementedError("exponential families use the exact Hessian of psi in high precision")
+
+    def domain_error(self, flat):
+        return None if self.domain is None else self.domain(flat)
+
+    def point_checks(self, theta):
+        g = self.metric(theta)
+        value = self.log_partition(self.chart(theta), JAX)
+        return jnp.all(jnp.isfinite(g)) & jnp.isfinite(value), jnp.zeros(())
+
+    def output_errors(self) -> str | None:
+        probe = jax.ShapeDtypeStruct((self.dim,), jnp.float64)
+        eta = jax.eval_shape(self.chart, probe)
+        out = jax.eval_shape(lambda e: self.log_partition(e, JAX), eta)
+        if out.shape != ():
+            return (
+                f"log_partition of {self.name} must return a scalar for an input of shape {eta.shape}, "
+                f"got shape {out.shape}; reduce it (e.g. sum) or fix the indexing"
+            )
+        if self.entropy_fn is not None:
+            out = jax.eval_shape(lambda t: self.entropy_fn(t, JAX), probe)
+            if out.shape != ():
+                return f"entropy of {self.name} must return a scalar (nats) for theta of shape ({self.dim},), got shape {out.shape}"
+        return None
 
 
 def _gauss_log_partition(eta, xp):
@@ -334,13 +657,11 @@ def _gauss_log_density(theta, x, xp):
     return -((x - mu) ** 2) / (2 * sigma**2) - xp.log(sigma) - xp.log(2 * xp.pi) / 2
 
 
-def _gauss_quadrature():
-    t, w = np.polynomial.hermite.hermgauss(20)  # exact for polynomials of degree <= 39
+_HERMITE_T, _HERMITE_W = np.polynomial.hermite.hermgauss(20)  # exact for polynomials of degree <= 39
 
-    def nodes(theta):
-        return theta[0] + np.sqrt(2.0) * theta[1] * t
 
-    return nodes, w / np.sqrt(np.pi)
+def _gauss_quadrature(theta):
+    return theta[0] + np.sqrt(2.0) * theta[1] * _HERMITE_T, _HERMITE_W / np.sqrt(np.pi)
 
 
 def _gauss_domain(theta):
@@ -360,21 +681,20 @@ def gaussian() -> Family:
     hyperbolic plane of constant scalar curvature :math:`-1`.
     Entropy :math:`\tfrac12\log(2\pi e\sigma^2)`.
     """
-    return Family(
-        name="gaussian(mu, sigma)",
-        dim=2,
-        kind="exponential",
-        log_partition=_gauss_log_partition,
-        natural=_gauss_natural,
-        entropy_fn=_gauss_entropy,
-        log_density=_gauss_log_density,
-        quadrature=_gauss_quadrature(),
-        domain=_gauss_domain,
-        description="univariate normal in (mu, sigma)",
-    )
+    return _GAUSSIAN
 
 
-# --------------------------------------------------------------------------- user families
+_GAUSSIAN = ExponentialFamily(
+    name="gaussian(mu, sigma)",
+    dim=2,
+    log_partition=_gauss_log_partition,
+    natural=_gauss_natural,
+    entropy_fn=_gauss_entropy,
+    log_density=_gauss_log_density,
+    quadrature=_gauss_quadrature,
+    domain=_gauss_domain,
+    description="univariate normal in (mu, sigma)",
+)
 
 
 def _default_name(fn, fallback):
@@ -382,33 +702,10 @@ def _default_name(fn, fallback):
     return fallback if not name or name == "<lambda>" else name
 
 
-def _accepts_xp(fn) -> bool:
-    try:
-        params = [
-            p
-            for p in inspect.signature(fn).parameters.values()
-            if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
-        ]
-    except (TypeError, ValueError):
-        return False
-    return len(params) >= 2
-
-
-def _lift(fn, name):
-    """Accept ``fn(theta, xp)`` (lowerable) or ``fn(theta)`` (JAX only)."""
-    if fn is None:
-        return None, True
-    if not callable(fn):
-        raise TypeError(f"{name} must be callable, got {type(fn).__name__}")
-    if _accepts_xp(fn):
-        return fn, True
-
-    def jax_only(theta, xp):
-        if xp is not mathns.JAX:
-            raise NotImplementedError(f"{name} was given as a plain JAX function; it cannot be lowered to {xp.name}")
-        return fn(theta)
-
-    return jax_only, False
+def _check_dim(dim, what):
+    if isinstance(dim, bool) or not isinstance(dim, (int, np.integer)) or dim < 1:
+        raise ValueError(f"dim must be a positive integer ({what}), got {dim!r}")
+    return int(dim)
 
 
 def exponential_family(log_partition, dim: int, entropy=None, name: str | None = None) -> Family:
@@ -427,21 +724,76 @@ def exponential_family(log_partition, dim: int, entropy=None, name: str | None =
                                           entropy=lambda eta, xp: 1 - xp.log(-eta[0]),
                                           name="exponential")
     """
-    if isinstance(dim, bool) or not isinstance(dim, (int, np.integer)) or dim < 1:
-        raise ValueError(f"dim must be a positive integer (number of natural parameters), got {dim!r}")
+    dim = _check_dim(dim, "number of natural parameters")
     psi, low1 = _lift(log_partition, "log_partition")
     if psi is None:
         raise TypeError("log_partition must be a function eta -> psi(eta)")
     ent, low2 = _lift(entropy, "entropy")
-    return Family(
+    return ExponentialFamily(
         name=name or _default_name(log_partition, "user exponential family"),
-        dim=int(dim),
-        kind="exponential",
+        dim=dim,
         log_partition=psi,
         entropy_fn=ent,
-        lowerable=low1 and low2,
+        is_lowerable=low1 and low2,
         description="user-defined exponential family",
     )
+
+
+# --------------------------------------------------------------------------- finite-support kind
+
+
+class DiscreteFamily(Family):
+    r"""A family over a finite support from ``theta -> log p_theta`` (a ``(k,)`` vector).
+
+    Fisher metric: the exact finite sum
+    :math:`g_{ij} = \sum_x p(x)\,\partial_i\log p(x)\,\partial_j\log p(x)`; entropy
+    :math:`-\sum_x p\log p`.
+    """
+
+    kind: ClassVar[str] = "discrete"
+    defined_by: ClassVar[str] = "log_probs"
+    definiteness_requirement: ClassVar[str] = "the score vectors must span R^dim"
+    name: str = eqx.field(static=True)
+    dim: int = eqx.field(static=True)
+    log_probs: Callable = eqx.field(static=True)
+    is_lowerable: bool = eqx.field(static=True, default=True)
+    description: str = eqx.field(static=True, default="")
+
+    def metric(self, theta):
+        return score_metric(lambda t: self.log_probs(t, JAX), theta)
+
+    def metric_constructions(self) -> dict:
+        return {"score": self.metric}
+
+    @property
+    def has_entropy(self) -> bool:
+        return True
+
+    def entropy(self, theta):
+        return entropy_of_log_probs(self.log_probs(theta, JAX))
+
+    @property
+    def lowerable(self) -> bool:
+        return self.is_lowerable
+
+    def lower_metric(self, coords, xp):
+        lp = self.log_probs(list(coords), xp)
+        d = self.dim
+        return [[xp.sum([xp.exp(l) * xp.diff(l, coords[i]) * xp.diff(l, coords[j]) for l in lp]) for j in range(d)] for i in range(d)]
+
+    def point_checks(self, theta):
+        g = self.metric(theta)
+        lp = self.log_probs(theta, JAX)
+        return jnp.all(jnp.isfinite(g)) & ~jnp.any(jnp.isnan(lp)), jnp.abs(jax.nn.logsumexp(lp))
+
+    def output_errors(self) -> str | None:
+        out = jax.eval_shape(lambda t: self.log_probs(t, JAX), jax.ShapeDtypeStruct((self.dim,), jnp.float64))
+        if len(out.shape) != 1 or out.shape[0] < 2:
+            return (
+                f"log_probs of {self.name} must return a 1-d vector of log-probabilities (one per outcome, at least 2) "
+                f"for theta of shape ({self.dim},), got shape {out.shape}"
+            )
+        return None
 
 
 def discrete_family(log_probs, dim: int, name: str | None = None) -> Family:
@@ -453,16 +805,14 @@ def discrete_family(log_probs, dim: int, name: str | None = None) -> Family:
     :math:`g_{ij} = \sum_x p(x)\,\partial_i\log p(x)\,\partial_j\log p(x)` and the
     entropy :math:`-\sum_x p\log p`.
     """
-    if isinstance(dim, bool) or not isinstance(dim, (int, np.integer)) or dim < 1:
-        raise ValueError(f"dim must be a positive integer (number of coordinates), got {dim!r}")
+    dim = _check_dim(dim, "number of coordinates")
     lp, low = _lift(log_probs, "log_probs")
     if lp is None:
         raise TypeError("log_probs must be a function theta -> log-probabilities")
-    return Family(
+    return DiscreteFamily(
         name=name or _default_name(log_probs, "user discrete family"),
-        dim=int(dim),
-        kind="discrete",
+        dim=dim,
         log_probs=lp,
-        lowerable=low,
+        is_lowerable=low,
         description="user-defined family on a finite support",
     )

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import functools
 import itertools
+import threading
 
 import gmpy2
 import mpmath
@@ -29,8 +30,25 @@ import sympy
 
 from .families import Family
 from .mathns import MPMATH, SYMPY
+from .tiers import BUDGET, HIGH_PRECISION, UNDEFINED, Outcome
 
 MAX_DPS = 4000
+#: Hard cap on the precision rounds of one point (each round at least doubles the digits).
+MAX_ROUNDS = 16
+#: A computed ``|R|`` within an absolute error bound below float64's smallest normal number is
+#: reported as ``R = 0``: whatever the true value, 0.0 is then its float64 value up to the subnormal
+#: range.  A true zero (two independent coins) has no relative error, so without this absolute
+#: decision raising the precision would never end.
+ZERO_ATOL = 2.0**-1022
+LOG10_ZERO_ATOL = float(np.log10(ZERO_ATOL))
+
+#: mpmath's working precision is one process-wide setting: every evaluation in this tier (and
+#: the oracle) holds this lock, so two threads cannot change each other's precision mid-way.
+LOCK = threading.RLock()
+
+
+class BudgetExhausted(ArithmeticError):
+    """The high-precision time budget ran out while a point was being computed."""
 
 
 class SingularMetric(ArithmeticError):
@@ -79,8 +97,8 @@ def _kappa(g, ginv):
 
 def softmax_atoms(family: Family, x):
     ws, us = [], []
-    for h in family.heads:
-        keys = [[_mpf(v) for v in row] for row in h.keys]
+    for h in family.softmax_heads():
+        keys = [[_mpf(v) for v in row] for row in np.asarray(h.keys)]
         s = _mpf(h.scale)
         z = [s * mpmath.fsum(k * xi for k, xi in zip(row, x)) for row in keys]
         logp = MPMATH.log_softmax(z)
@@ -200,7 +218,7 @@ def _hessian_contractions(g, t):
 def _psi_jets(family: Family):
     """Exact ``hess psi`` and ``grad^3 psi`` in natural coordinates, lambdified for mpmath."""
     eta = sympy.symbols(f"eta0:{family.dim}", real=True)
-    psi = family.log_partition(list(eta), SYMPY)
+    psi = family.potential()[0](list(eta), SYMPY)
     hess = [[sympy.diff(psi, eta[i], eta[j]) for j in range(family.dim)] for i in range(family.dim)]
     third = [[[sympy.diff(hess[i][j], eta[k]) for k in range(family.dim)] for j in range(family.dim)] for i in range(family.dim)]
     return sympy.lambdify(eta, hess, modules="mpmath"), sympy.lambdify(eta, third, modules="mpmath")
@@ -208,18 +226,18 @@ def _psi_jets(family: Family):
 
 def _hessian(family: Family, theta):
     hess_fn, third_fn = _psi_jets(family)
-    eta = theta if family.natural is None else family.natural(theta, MPMATH)
+    chart = family.potential()[1]
+    eta = theta if chart is None else chart(theta, MPMATH)
     g = mpmath.matrix(hess_fn(*eta))
     return _hessian_contractions(g, third_fn(*eta))
 
 
 @functools.lru_cache(maxsize=64)
 def _metric_jets(family: Family):
-    """Exact score-sum metric of a discrete family and its first two derivatives, for mpmath."""
+    """The family's lowered metric (:meth:`geometry.Family.lower_metric`) and its first two derivatives, for mpmath."""
     th = sympy.symbols(f"theta0:{family.dim}", real=True)
-    lp = family.log_probs(list(th), SYMPY)
     d = family.dim
-    g = [[sympy.Add(*[sympy.exp(l) * sympy.diff(l, th[i]) * sympy.diff(l, th[j]) for l in lp]) for j in range(d)] for i in range(d)]
+    g = family.lower_metric(list(th), SYMPY)
     dg = [[[sympy.diff(g[i][j], th[k]) for k in range(d)] for j in range(d)] for i in range(d)]
     ddg = [[[[sympy.diff(dg[i][j][k], th[l]) for l in range(d)] for k in range(d)] for j in range(d)] for i in range(d)]
     return tuple(sympy.lambdify(th, e, modules="mpmath") for e in (g, dg, ddg))
@@ -262,9 +280,10 @@ def levi_civita_from_jets(g, dg, ddg):
 def _chart_metric(family: Family):
     """Exact ``J^T (hess psi)(eta(theta)) J`` of an exponential family, lambdified for mpmath."""
     th = sympy.symbols(f"theta0:{family.dim}", real=True)
-    eta = list(th) if family.natural is None else list(family.natural(list(th), SYMPY))
+    log_partition, chart = family.potential()
+    eta = list(th) if chart is None else list(chart(list(th), SYMPY))
     es = sympy.symbols(f"eta0:{len(eta)}", real=True)
-    psi = family.log_partition(list(es), SYMPY)
+    psi = log_partition(list(es), SYMPY)
     hess = sympy.Matrix(len(es), len(es), lambda i, j: sympy.diff(psi, es[i], es[j])).subs(dict(zip(es, eta)))
     jac = sympy.Matrix(len(eta), family.dim, lambda i, j: sympy.diff(eta[i], th[j]))
     return sympy.lambdify(th, (jac.T * hess * jac).tolist(), modules="mpmath")
@@ -274,19 +293,24 @@ def metric_at(family: Family, theta, dps: int):
     """The Fisher metric at one point as an ``mpmath.matrix`` computed at ``dps`` digits."""
     if not family.lowerable:
         raise NotImplementedError(f"{family.name} is defined by a plain JAX function and cannot be lowered to mpmath")
-    with mpmath.workdps(dps):
+    with LOCK, mpmath.workdps(dps):
         x = [_mpf(t) for t in theta]
-        if family.kind == "softmax-linear":
+        if family.softmax_heads() is not None:
             w, u = softmax_atoms(family, x)
             m = len(x)
             return mpmath.matrix([[mpmath.fsum(w[a] * u[a][i] * u[a][j] for a in range(len(w))) for j in range(m)] for i in range(m)])
-        if family.kind == "exponential":
+        if family.potential() is not None:
             return mpmath.matrix(_chart_metric(family)(*x))
         return mpmath.matrix(_metric_jets(family)[0](*x))
 
 
 def metric(family: Family, theta, rtol: float = 1e-12, dps: int = 40):
     """Fisher metric to relative tolerance ``rtol`` (max-norm), by doubling ``dps`` until two agree."""
+    with LOCK:
+        return _metric(family, theta, rtol, dps)
+
+
+def _metric(family, theta, rtol, dps):
     prev = metric_at(family, theta, dps)
     while dps < MAX_DPS:
         dps *= 2
@@ -302,7 +326,7 @@ def metric(family: Family, theta, rtol: float = 1e-12, dps: int = 40):
 
 def is_positive_definite(g) -> tuple[bool, float]:
     """``(definite?, smallest eigenvalue)`` of an mpmath matrix, in its working precision."""
-    with mpmath.workdps(max(30, mpmath.mp.dps)):
+    with LOCK, mpmath.workdps(max(30, mpmath.mp.dps)):
         lam = min(mpmath.eigsy(g, eigvals_only=True))
     return bool(lam > 0), float(lam)
 
@@ -315,20 +339,20 @@ def _levi_civita(family: Family, theta):
 
 def evaluate(family: Family, theta, dps: int):
     """One evaluation at ``dps`` digits: ``(R, scale, kappa)`` with ``scale`` the cancellation magnitude."""
-    with mpmath.workdps(dps):
+    with LOCK, mpmath.workdps(dps):
         x = [_mpf(t) for t in theta]
         if family.dim == 1:
             return mpmath.mpf(0), mpmath.mpf(0), mpmath.mpf(1)
-        if family.kind == "softmax-linear":
+        if family.softmax_heads() is not None:
             t2, tau2, kappa = _cumulant(family, x)
-        elif family.kind == "exponential":
+        elif family.potential() is not None:
             t2, tau2, kappa = _hessian(family, x)
         else:
             return _levi_civita(family, x)
         return (t2 - tau2) / 4, (abs(t2) + abs(tau2)) / 4, kappa
 
 
-def curvature(family: Family, theta, rtol: float = 1e-8, dps: int = 40):
+def curvature(family: Family, theta, rtol: float = 1e-8, dps: int = 40, clock=None):
     """Scalar curvature in arbitrary precision, to relative tolerance ``rtol``.
 
     Returns ``(R as mpf, estimated relative error, dps used)``.  At ``dps`` digits the
@@ -337,21 +361,32 @@ def curvature(family: Family, theta, rtol: float = 1e-8, dps: int = 40):
     result is accepted only when ``err <= rtol * |R|``.  While ``err`` is comparable
     to the computed ``|R|``, that ``|R|`` is itself noise and cannot be used to size
     the precision, so the digits are raised assuming ``|R| >= 1e-3 * min(1, scale)``
-    and the loop repeats.  Raises :class:`SingularMetric` for a singular metric and
-    :class:`PrecisionExhausted` when more than ``MAX_DPS`` digits would be needed.
+    and the loop repeats.  When that precision still does not resolve ``|R|``, the digits are
+    raised until the absolute error bound is below :data:`ZERO_ATOL`, and ``R = 0`` is returned
+    (estimated relative error 0: 0.0 is the float64 value of any ``|R| < ZERO_ATOL``).  At most :data:`MAX_ROUNDS` rounds and :data:`MAX_DPS` digits.
+    Raises :class:`SingularMetric` for a singular metric, :class:`PrecisionExhausted`
+    when more digits would be needed, and :class:`BudgetExhausted` when ``clock`` expires
+    between rounds.  Holds :data:`LOCK` (mpmath's precision is process-wide).
     """
     if not family.lowerable:
         raise NotImplementedError(f"{family.name} is defined by a plain JAX function and cannot be lowered to mpmath")
+    with LOCK:
+        return _curvature(family, theta, rtol, dps, clock)
+
+
+def _curvature(family, theta, rtol, dps, clock):
     target = -np.log10(rtol)
     singular_retries = 0
-    while True:
+    for _ in range(MAX_ROUNDS):
+        if clock is not None and clock.expired():
+            raise BudgetExhausted(f"high-precision time budget of {clock.budget:g} s exhausted at {dps} digits")
         try:
             r, scale, kappa = evaluate(family, theta, dps)
         except SingularMetric:
             # a definite but badly conditioned metric can look singular at low precision
             singular_retries += 1
             if singular_retries > 3 or dps >= MAX_DPS:
-                if family.kind == "softmax-linear":  # definite by construction (centred keys of rank m)
+                if family.definite_by_construction:
                     raise PrecisionExhausted(
                         f"the metric is definite, but resolving its smallest eigenvalue needs more than {dps} "
                         f"digits (condition number > 10^{dps}); probabilities far below the float64 range"
@@ -369,14 +404,62 @@ def curvature(family: Family, theta, rtol: float = 1e-8, dps: int = 40):
         lost = log_scale - log_r  # digits lost relative to |R|
         if log_scale - dps < log_r - 1 and dps >= lost + target:  # error well below |R| and below rtol
             return r, float(10.0 ** (lost - dps)), dps
+        noise = log_r <= log_scale - dps
+        if noise and log_scale - dps <= LOG10_ZERO_ATOL:  # |R| below an absolute bound under float64's range
+            return mpmath.mpf(0), 0.0, dps
         if log_scale - dps < log_r - 1:  # |R| is resolved: size the precision from it
             need = lost + target + 5
         else:  # |R| is noise: assume it is not much smaller than the terms' natural scale
             need = log_scale - min(0.0, log_scale / 2) + target + 8
+            if noise and dps >= need:  # that assumption failed already: decide zero by the absolute bound
+                need = log_scale - LOG10_ZERO_ATOL + 1
         if need > MAX_DPS:
             raise PrecisionExhausted(
                 f"needs about {need:.3g} significant digits (the metric's condition number and the cancellation "
                 f"in R = (|T|^2 - |tau|^2)/4 lose about {max(lost, log_scale):.3g} digits), more than the cap "
                 f"of {MAX_DPS}; such points have probabilities far below the float64 range"
             )
-        dps = int(max(need + 5, dps * 2))
+        dps = int(min(MAX_DPS, max(need + 5, dps * 2)))
+    raise PrecisionExhausted(f"no stable value after {MAX_ROUNDS} precision rounds (last {dps} digits)")
+
+
+class Mpmath:
+    """The mpmath tier (contract in :mod:`geometry._src.tiers`): every family that lowers to mpmath.
+
+    Each point is computed to ``rtol / 10`` by :func:`curvature`; a value beyond the float64
+    range is settled as undefined with its reason (it cannot be returned as a float64).
+    """
+
+    name = "mpmath"
+    status = HIGH_PRECISION
+    eps = 0.0
+
+    def supports(self, family) -> bool:
+        return family.lowerable
+
+    def evaluate(self, family, rows, rtol, clock, mapper=None) -> Outcome:
+        out = Outcome.empty(rows.shape[0])
+        for j in range(rows.shape[0]):
+            if clock.expired():
+                out.settled[j] = (BUDGET, f"not computed: high-precision time budget of {clock.budget:g} s exhausted")
+                continue
+            try:
+                val, err, used = curvature(family, np.asarray(rows[j], np.float64), rtol=rtol / 10, clock=clock)
+            except BudgetExhausted as exc:
+                out.settled[j] = (BUDGET, f"not computed: {exc}")
+                continue
+            except SingularMetric as exc:
+                out.settled[j] = (UNDEFINED, f"undefined: {exc}")
+                continue
+            except PrecisionExhausted as exc:
+                out.settled[j] = (UNDEFINED, f"not computable to rtol={rtol:g}: {exc}")
+                continue
+            value = float(val)
+            if not np.isfinite(value):
+                out.settled[j] = (UNDEFINED, f"overflow: R = {mpmath.nstr(val, 3)} is outside the float64 range")
+                continue
+            out.value[j], out.rel_error[j], out.dps[j] = value, err, used
+        return out
+
+
+TIER = Mpmath()

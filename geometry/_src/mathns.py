@@ -103,6 +103,7 @@ SYMPY = SimpleNamespace(
     matvec=_seq_matvec(lambda c, t: _sympy_const(c) * t, lambda terms: sympy.Add(*terms)),
     logsumexp=_sympy_logsumexp,
     log_softmax=lambda z: [t - _sympy_logsumexp(z) for t in z],
+    diff=sympy.diff,
 )
 
 
