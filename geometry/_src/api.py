@@ -50,7 +50,7 @@ def fisher_metric(family: Family, theta, method: str | None = None, chunk_size: 
     fisher.check_method(fam, method)
     if method is not None or fam.definite_by_construction:
         # softmax: s^2 Cov_p(k) is a sum of positive semi-definite terms with dominant-key centring
-        return engine.pointwise(_METRIC_KERNELS[method], fam, theta, chunk_size)
+        return engine.pointwise(_METRIC_KERNELS[method], fam, theta, chunk_size, what="fisher_metric")
     return engine.controlled_metric(fam, theta, chunk_size)
 
 

@@ -39,7 +39,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .families import Family
+from .families import Family, Head, equilibration
 from .linalg import error_estimate, scaled_condition, scaled_condition_unrolled
 from .mapping import pad_rows
 from .tiers import HIGH_PRECISION, Outcome
@@ -54,6 +54,9 @@ GRAM_CHUNK_ELEMENTS = 1 << 20
 #: Points whose smallest probability is below ``exp(MIN_LOG_P)`` are left to mpmath:
 #: under ~1e-290 the low word of a double-double underflows.
 MIN_LOG_P = -650.0
+#: Same for the Gram form, whose products of two probabilities must stay above float64's smallest
+#: normal number (XLA on the CPU flushes subnormals to zero): ``2 * MIN_LOG_P_GRAM > ln(2^-1022)``.
+MIN_LOG_P_GRAM = -354.0
 
 
 
@@ -440,12 +443,17 @@ def _cumulant(keys, scale, theta):
     rounded to float64.  ``ok`` is false (decline: mpmath takes the point) when a
     probability is below ``exp(MIN_LOG_P)`` or a value is not finite.
     """
-    logits, expo, atoms, contractions = _stages(theta.shape[1])
+    n, m = keys.shape
+    logits, expo, atoms, contractions = _stages(m)
     y, d, lowest = logits(keys, scale, theta)
-    p, u = atoms(expo(y), d, scale)
+    # atoms in the coordinates D x (powers of two, exact: R is invariant), so that extreme keys or
+    # scales do not underflow the third moments (families.equilibration)
+    p, u = atoms(expo(y), d, scale * equilibration([Head(keys, scale)]))
     r, cancel, kappa, lowest = (np.asarray(a) for a in (*contractions(p, u), lowest))
+    # the Gram form (m > MAX_UNROLLED_DIM, n <= m^2) multiplies pairs of probabilities
+    floor = MIN_LOG_P_GRAM if m > MAX_UNROLLED_DIM and n <= m * m else MIN_LOG_P
     with np.errstate(invalid="ignore"):
-        ok = (lowest >= MIN_LOG_P) & np.isfinite(r) & np.isfinite(cancel) & np.isfinite(kappa)
+        ok = (lowest >= floor) & np.isfinite(r) & np.isfinite(cancel) & np.isfinite(kappa)
     return r, cancel, kappa, ok
 
 

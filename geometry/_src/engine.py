@@ -214,6 +214,10 @@ def block_checker(family: Family, name: str = "theta", total: int | None = None,
                 raise ValueError(f"{name} is outside the domain of {family.name}: {msg}")
         if user and flat.shape[0]:
             finite, norm = LocalMapper().map(_user_check_kernel, family, flat, lambda b, s: b, None, chunk)
+            if not finite.all() and family.lowerable:
+                # a metric beyond float64's range (a Gaussian with sigma = 1e-300) is not a bad input:
+                # the points whose metric is finite in mpmath go on (the float64 tier hands them on)
+                finite = finite | _finite_in_high_precision(family, flat, ~finite)
             if not finite.all():
                 i = int(np.flatnonzero(~finite)[0])
                 raise ValueError(
@@ -230,6 +234,26 @@ def block_checker(family: Family, name: str = "theta", total: int | None = None,
         return flat
 
     return prepare
+
+
+#: At most this many non-finite float64 metrics of one chunk are re-examined in mpmath.
+MAX_HIGH_PRECISION_DOMAIN_CHECKS = 64
+
+
+def _finite_in_high_precision(family, flat, mask):
+    """Points of ``mask`` whose metric is finite in mpmath (the first MAX_HIGH_PRECISION_DOMAIN_CHECKS)."""
+    out = np.zeros(flat.shape[0], bool)
+    real = lambda v: isinstance(v, highprec.mpmath.mpf) and not highprec.mpmath.isnan(v)  # noqa: E731 (complex: log of < 0)
+    for i in np.flatnonzero(mask)[:MAX_HIGH_PRECISION_DOMAIN_CHECKS]:
+        try:
+            values = highprec.defining_values(family, flat[i])
+            if values is None or not all(real(v) for v in values):
+                continue
+            g = highprec.metric(family, flat[i])
+        except (ArithmeticError, ValueError, TypeError, ZeroDivisionError, NotImplementedError):
+            continue
+        out[i] = all(real(v) and highprec.mpmath.isfinite(v) for v in g)
+    return out
 
 
 def check_outputs(family: Family):
@@ -260,16 +284,21 @@ def tracing(family, theta) -> bool:
 # --------------------------------------------------------------------------- per-point quantities
 
 
+def _validated_map(kernel: Callable, family, theta, chunk_size, mapper=None):
+    """``(rows, lead, outputs)`` of ``kernel`` over validated points (host side)."""
+    chunk_size = check_chunk_size(chunk_size)
+    rows, lead = as_rows(family, theta)
+    if rows.shape[0]:
+        check_outputs(family)
+    return rows, lead, (mapper or LocalMapper()).map(kernel, family, rows, block_checker(family, chunk=chunk_size), None, chunk_size)
+
+
 def pointwise(kernel: Callable, family, theta, chunk_size=None, what: str | None = None, mapper=None):
     """``kernel(family, theta)`` at every point, validated, chunked; warns about non-finite results of ``what``."""
     family = check_family(family)
     if tracing(family, theta):
         return traced_map(kernel, family, theta)
-    chunk_size = check_chunk_size(chunk_size)
-    rows, lead = as_rows(family, theta)
-    if rows.shape[0]:
-        check_outputs(family)
-    out = (mapper or LocalMapper()).map(kernel, family, rows, block_checker(family, chunk=chunk_size), None, chunk_size)
+    rows, lead, out = _validated_map(kernel, family, theta, chunk_size, mapper)
     if what is not None and out.size:
         bad = ~np.isfinite(out.reshape(out.shape[0], -1)).all(axis=1)
         if bad.any():
@@ -330,11 +359,7 @@ def controlled_metric(family, theta, chunk_size=None):
     family = check_family(family)
     if tracing(family, theta):
         return traced_map(_metric_kernel, family, theta)
-    chunk_size = check_chunk_size(chunk_size)
-    rows, lead = as_rows(family, theta)
-    if rows.shape[0]:
-        check_outputs(family)
-    g, amp, lam_rel = LocalMapper().map(fisher.metric_diagnostics, family, rows, block_checker(family, chunk=chunk_size), None, chunk_size)
+    rows, lead, (g, amp, lam_rel) = _validated_map(fisher.metric_diagnostics, family, theta, chunk_size)
     suspect = np.flatnonzero(~(SAFETY * EPS * amp <= 1e-10) | ~(lam_rel > INDEFINITE_RTOL))
     if suspect.size and family.lowerable:
         for i in suspect:

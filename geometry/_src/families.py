@@ -124,11 +124,23 @@ class Family(eqx.Module):
     def domain_error(self, flat: np.ndarray) -> str | None:
         return None
 
+    def smallest_log_prob(self, theta):
+        """``min_x log p(x)`` at one point for families with a finite support the autodiff routes
+        sum over (``None``: no such gate).  Below :data:`geometry._src.routes.LOG_PRODUCT_FLOOR`
+        products of two probabilities underflow float64 and the float64 tier hands the point on."""
+        return None
+
     def point_checks(self, theta):
         """``(ok, normalisation error)`` at one point: the default metric is finite."""
         return jnp.all(jnp.isfinite(self.metric(theta))), jnp.zeros(())
 
     def output_errors(self) -> str | None:
+        return None
+
+    def defining_values(self, theta, xp):
+        """The defining function's values at ``theta`` in namespace ``xp`` (a list: the log-partition, or the
+        log-probabilities), or ``None``.  Where the float64 metric is not finite but these are real and
+        the mpmath metric is finite, the point is beyond float64's range, not bad input."""
         return None
 
     @property
@@ -312,6 +324,29 @@ def softmax_atoms(heads, x):
         ws.append(p)
         us.append(h.scale * (d - p @ d))
     return jnp.concatenate(ws), jnp.concatenate(us, axis=0)
+
+
+def equilibration(heads, with_scale: bool = True):
+    r"""Per-coordinate powers of two :math:`D_j` that bring the largest key difference of column ``j`` into [1/2, 1).
+
+    :math:`D_j = 2^{-e_j}` with :math:`e_j` the binary exponent of :math:`\max_{h,i}|c_h(k_{hij} - k_{h0j})|`
+    (:math:`c_h = s_h`, or 1 without ``with_scale``).  The scalar curvature is a coordinate
+    invariant, so the curvature routes may express the atoms in the coordinates ``D x``:
+    :math:`u 	o Du` changes :math:`g, T` covariantly and leaves :math:`|T|^2_g`, :math:`|	au|^2_g`
+    and ``R`` unchanged.  Scaling by a power of two is exact, so the values are bit for bit
+    those of the unscaled atoms wherever those are representable; where keys or scales are
+    extreme (keys times 2^-490, a temperature of 1e145) it keeps the third moments
+    :math:`\sum w u^{\otimes 3}` from underflowing (XLA on the CPU flushes subnormals to zero).
+    Piecewise constant in the keys: it contributes nothing to derivatives.
+    """
+    col = None
+    for h in heads:
+        keys = jax.lax.stop_gradient(jnp.asarray(h.keys))
+        c = jax.lax.stop_gradient(jnp.asarray(h.scale)) if with_scale else 1.0
+        spread = jnp.max(jnp.abs(c * (keys - keys[0])), axis=0)
+        col = spread if col is None else jnp.maximum(col, spread)
+    _, e = jnp.frexp(jnp.where(col > 0, col, 1.0))
+    return jnp.ldexp(jnp.ones_like(col), -e)
 
 
 def _logit_bound(heads, theta) -> float:
@@ -618,6 +653,10 @@ class ExponentialFamily(Family):
     def domain_error(self, flat):
         return None if self.domain is None else self.domain(flat)
 
+    def defining_values(self, theta, xp):
+        eta = list(theta) if self.natural is None else self.natural(list(theta), xp)
+        return [self.log_partition(eta, xp)]
+
     def point_checks(self, theta):
         g = self.metric(theta)
         value = self.log_partition(self.chart(theta), JAX)
@@ -765,6 +804,9 @@ class DiscreteFamily(Family):
     def metric_constructions(self) -> dict:
         return {"score": self.metric}
 
+    def smallest_log_prob(self, theta):
+        return jnp.min(self.log_probs(theta, JAX))
+
     @property
     def has_entropy(self) -> bool:
         return True
@@ -780,6 +822,9 @@ class DiscreteFamily(Family):
         lp = self.log_probs(list(coords), xp)
         d = self.dim
         return [[xp.sum([xp.exp(l) * xp.diff(l, coords[i]) * xp.diff(l, coords[j]) for l in lp]) for j in range(d)] for i in range(d)]
+
+    def defining_values(self, theta, xp):
+        return list(self.log_probs(list(theta), xp))
 
     def point_checks(self, theta):
         g = self.metric(theta)

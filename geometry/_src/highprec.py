@@ -324,6 +324,12 @@ def _metric(family, theta, rtol, dps):
     raise PrecisionExhausted(f"the metric did not converge to rtol={rtol:g} below {MAX_DPS} digits")
 
 
+def defining_values(family: Family, theta, dps: int = 40):
+    """:meth:`geometry.Family.defining_values` in mpmath at ``dps`` digits (``None`` if the family has none)."""
+    with LOCK, mpmath.workdps(dps):
+        return family.defining_values([_mpf(t) for t in theta], MPMATH)
+
+
 def is_positive_definite(g) -> tuple[bool, float]:
     """``(definite?, smallest eigenvalue)`` of an mpmath matrix, in its working precision."""
     with LOCK, mpmath.workdps(max(30, mpmath.mp.dps)):

@@ -67,7 +67,7 @@ import jax
 import jax.numpy as jnp
 
 from . import fisher
-from .families import Family, softmax_atoms
+from .families import Family, equilibration, softmax_atoms
 from .mathns import JAX
 from .linalg import (
     MAX_UNROLLED_DIM,
@@ -165,7 +165,9 @@ def cumulant_contractions(w, u):
 
 def cumulant_point(family: Family, theta):
     """Route ``cumulant`` at one point: :func:`cumulant_contractions` of the atoms."""
-    t2, tau2, kappa = cumulant_contractions(*softmax_atoms(family.softmax_heads(), theta))
+    heads = family.softmax_heads()
+    w, u = softmax_atoms(heads, theta)
+    t2, tau2, kappa = cumulant_contractions(w, u * equilibration(heads)[None, :])  # exact: R is invariant
     r = 0.25 * (t2 - tau2)
     return r, (jnp.abs(t2) + jnp.abs(tau2)) / jnp.abs(r), kappa
 
@@ -225,13 +227,15 @@ def _atoms_batch_major(family: Family, x, normalised: bool = False):
     m = x.shape[1]
     heads = family.heads
     single = len(heads) == 1 and not normalised
+    scale = equilibration(heads, with_scale=len(heads) > 1)  # coordinates D x: exact, R is invariant
     ws, us = [], [[] for _ in range(m)]
     for h in heads:
         keys = jnp.asarray(h.keys)
         z = h.scale * sum(x[:, j : j + 1] * keys[None, :, j] for j in range(m))  # (B, n), fused into its consumers
-        zmax, k_top = _dominant_key(z, keys)
+        scaled = keys * scale[None, :]
+        zmax, k_top = _dominant_key(z, scaled)
         e = jnp.exp(z - zmax[:, None])  # e_top = 1 exactly
-        d = [keys[None, :, j] - k_top[j][:, None] for j in range(m)]  # centred at the dominant key: no cancellation
+        d = [scaled[None, :, j] - k_top[j][:, None] for j in range(m)]  # centred at the dominant key: no cancellation
         s, *sd = _sums([e] + [e * dj for dj in d])
         for j in range(m):
             v = d[j] - (sd[j] / s)[:, None]
@@ -453,12 +457,21 @@ def kernel(route: Route, checked: bool):
         if other is not None:
             est = jnp.maximum(est, SAFETY * jnp.abs(r - other.fn(family, theta)[0]) / jnp.abs(r))
         est = jnp.where(est >= 0, est, jnp.inf)
+        lowest = family.smallest_log_prob(theta)
+        if lowest is not None:  # products of two probabilities would underflow: not float64's range
+            est = jnp.where(lowest >= LOG_PRODUCT_FLOOR, est, jnp.inf)
         if family.definite_by_construction:
             return r, est, jnp.ones_like(r)
         return r, est, jnp.where(kappa >= 1.0, 1.0 / kappa, jnp.nan)
 
     fn.__name__ = f"scalar_{route.name}{'_checked' if checked else ''}"
     return fn
+
+
+#: ``ln`` of the smallest probability whose square is still a normal float64 (XLA on the CPU flushes
+#: subnormals to zero, so ``p_i p_j`` below 2^-1022 becomes 0 and the autodiff routes lose terms
+#: their error model cannot see): ``ln(2^-1022) / 2``.
+LOG_PRODUCT_FLOOR = -1022 * 0.6931471805599453 / 2
 
 
 _KERNELS = {(name, checked): kernel(route, checked) for name, route in ROUTES.items() for checked in (False, True)}

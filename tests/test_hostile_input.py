@@ -1,0 +1,131 @@
+"""Regression tests, one per cause, for hostile-but-valid input: wrong values reported as trusted,
+hangs, silent infinities, false refusals and errors that do not say what to do.
+
+Every case ends in a value checked against an exact reference, an undefined status with its
+reason, or a clear error naming the argument.
+"""
+
+import threading
+import time
+import warnings
+
+import jax
+import numpy as np
+import pytest
+
+import geometry
+
+#: Relative tolerance of the precision promise (geometry's default rtol).
+RTOL = 1e-8
+
+
+def _trusted(r, info, exact):
+    assert info.status.tolist() == [1] * r.size or info.status.tolist() == [0] * r.size, info
+    np.testing.assert_allclose(r, exact, rtol=RTOL)
+
+
+# --------------------------------------------------------------------------- 1. wrong values as trusted
+
+
+def test_keys_rescaled_by_a_power_of_two_do_not_underflow_the_third_moments():
+    # categorical(3) with keys times 2^-490: R = 1/2 exactly (the curvature routes work in
+    # equilibrated coordinates, exact powers of two, so the third moments stay representable)
+    fam = geometry.attention(np.array([[1.0, 0], [0, 1], [0, 0]]) * 2.0**-490, scale=1.0)
+    r, info = geometry.scalar_curvature(fam, [[15 * 2.0**490, 0.0]], return_info=True)
+    _trusted(r, info, 0.5)
+
+
+def test_huge_temperature_with_huge_coordinates():
+    r, info = geometry.scalar_curvature(geometry.categorical(3, temperature=1e145), [[2.5e146, 0.0]], return_info=True)
+    _trusted(r, info, 0.5)
+
+
+def test_user_family_whose_probability_products_underflow_is_handed_on():
+    # p_3 = e^-480: p_i p_j underflows float64; the float64 tier hands the point on to mpmath
+    fam = geometry.discrete_family(lambda t, xp: xp.log_softmax(xp.vector([t[0], t[1], 0 * t[0]])), dim=2)
+    r, info = geometry.scalar_curvature(fam, [[480.0, 1.0]], return_info=True)
+    assert info.status.tolist() == [1]
+    np.testing.assert_allclose(r, 0.5, rtol=RTOL)
+
+
+def test_two_threads_computing_low_entropy_points_at_once():
+    # mpmath's working precision is process-wide: the mpmath tier holds a lock
+    fam = geometry.categorical(3)
+    th = np.array([[800.0, 1.0], [-700.0, 650.0], [900.0, -900.0]])
+    out = [None, None]
+
+    def work(k):
+        out[k] = geometry.scalar_curvature(fam, th, return_info=True)
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for r, info in out:
+        assert np.all(info.status == 1), info
+        np.testing.assert_allclose(r, 0.5, rtol=RTOL)
+
+
+# --------------------------------------------------------------------------- 2. hangs
+
+
+def test_exact_zero_curvature_ends():
+    # two independent coins: R = 0 exactly; decided by an absolute bound below float64's range
+    fam = geometry.multihead_attention([np.array([[1.0, 0], [0, 0]]), np.array([[0.0, 1], [0, 0]])], scale=1.0)
+    t0 = time.perf_counter()
+    r, info = geometry.scalar_curvature(fam, [[0.3, -0.2]], return_info=True)
+    assert time.perf_counter() - t0 < 60
+    assert r.tolist() == [0.0] and info.status.tolist() == [1]
+    assert float(geometry.scalar_curvature_mp(fam, [0.3, -0.2])) == 0.0
+
+
+# --------------------------------------------------------------------------- 3. silent infinities
+
+
+def test_overflowing_metric_is_reported():
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        geometry.fisher_metric(geometry.categorical(3, temperature=1e-300), [[1e-300, 0.0]])
+    assert any("fisher_metric" in str(w.message) and "NaN/inf" in str(w.message) for w in caught)
+
+
+# --------------------------------------------------------------------------- 4. false refusals
+
+
+@pytest.mark.parametrize("theta", [[0.0, 1e-300], [0.0, 1e-100], [0.0, 1e100]])
+def test_gaussian_at_extreme_sigma(theta):
+    r, info = geometry.scalar_curvature(geometry.gaussian(), [theta], return_info=True)
+    _trusted(r, info, -1.0)
+
+
+def test_rank_test_is_invariant_under_power_of_two_rescaling():
+    fam = geometry.attention(np.array([[2.0**30, 0], [0, 2.0**-30], [0, 0]]), scale=1.0)  # categorical(3), rescaled
+    r, info = geometry.scalar_curvature(fam, [[2.0**-30, 2.0**30], [0.0, 0.0]], return_info=True)
+    _trusted(r, info, 0.5)
+
+
+# --------------------------------------------------------------------------- 5. errors that say what to do
+
+
+@pytest.mark.parametrize(
+    "call, error, match",
+    [
+        (lambda: geometry.scalar_curvature(geometry.categorical(3), [[0.0, 1.0], [1.0]]), ValueError, "theta.*ragged"),
+        (lambda: geometry.attention([[0.0, 1.0], [1.0]]), ValueError, "keys.*ragged"),
+        (lambda: geometry.scalar_curvature(geometry.categorical(3), [0.0, 0.0], progress="x"), TypeError, "progress"),
+        (lambda: geometry.sweep(geometry.categorical(3), np.zeros((4, 2)), devices="cpu"), TypeError, "devices"),
+        (lambda: geometry.sweep(geometry.categorical(3), np.zeros((4, 2)), devices=jax.devices()[0]), TypeError, "devices"),
+        (lambda: geometry.scalar_curvature(geometry.categorical(3), [0.0, 0.0], time_budget="1"), TypeError, "time_budget"),
+        (lambda: geometry.scalar_curvature(geometry.categorical(3), [0.0, 0.0], time_budget=True), TypeError, "time_budget"),
+        (lambda: geometry.sweep(geometry.categorical(3), np.zeros((4, 2)), time_budget=-1), ValueError, "time_budget"),
+        (lambda: geometry.sweep(geometry.categorical(3), np.zeros((4, 2)), time_budget=float("nan")), ValueError, "time_budget"),
+        (lambda: geometry.sweep(geometry.categorical(3), np.zeros((4, 2)), chunk_size=True), ValueError, "chunk_size"),
+        (lambda: geometry.sweep(geometry.categorical(3), np.zeros((4, 2)), chunk_size=2**24), ValueError, "chunk_size.*MAX_CHUNK_SIZE"),
+        (lambda: geometry.categorical(3, temperature="2"), TypeError, "temperature"),
+        (lambda: geometry.categorical(3, temperature=True), TypeError, "temperature"),
+    ],
+)
+def test_bad_arguments_name_the_argument(call, error, match):
+    with pytest.raises(error, match=match):
+        call()
