@@ -67,6 +67,18 @@ def test_two_threads_computing_low_entropy_points_at_once():
         np.testing.assert_allclose(r, 0.5, rtol=RTOL)
 
 
+def test_oracle_verifies_a_lowered_user_definition_by_a_second_precision():
+    # psi = logsumexp(K eta) lowered to sympy is differentiated uncentred: its Hessian cancels
+    # (~60 digits here) where the estimate cannot see it; a second precision must agree.
+    # Reference: the same family as attention(K, scale=1), whose cumulant formula is centred.
+    keys = np.array([[0.13, -0.13], [0.64, 0.1], [-0.54, 0.36]])
+    fam = geometry.exponential_family(lambda e, xp: xp.logsumexp(xp.matvec(keys, e)), dim=2)
+    th = [130.40000451301373, 94.70809631292421]
+    ref = geometry.scalar_curvature_mp(geometry.attention(keys, scale=1.0), th)
+    got = geometry.scalar_curvature_mp(fam, th)
+    assert abs(got - ref) <= 1e-18 * abs(ref), (got, ref)  # was -1.9e37 for R = 0.5
+
+
 # --------------------------------------------------------------------------- 2. hangs
 
 

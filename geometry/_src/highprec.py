@@ -369,7 +369,10 @@ def curvature(family: Family, theta, rtol: float = 1e-8, dps: int = 40, clock=No
     the precision, so the digits are raised assuming ``|R| >= 1e-3 * min(1, scale)``
     and the loop repeats.  When that precision still does not resolve ``|R|``, the digits are
     raised until the absolute error bound is below :data:`ZERO_ATOL`, and ``R = 0`` is returned
-    (estimated relative error 0: 0.0 is the float64 value of any ``|R| < ZERO_ATOL``).  At most :data:`MAX_ROUNDS` rounds and :data:`MAX_DPS` digits.
+    (estimated relative error 0: 0.0 is the float64 value of any ``|R| < ZERO_ATOL``).
+    Families other than softmax ones (their metric is built from a lowered user definition,
+    which may cancel in ways the estimate cannot see) are accepted only when a second
+    evaluation at 1.5 times the digits agrees to ``rtol / 10``.  At most :data:`MAX_ROUNDS` rounds and :data:`MAX_DPS` digits.
     Raises :class:`SingularMetric` for a singular metric, :class:`PrecisionExhausted`
     when more digits would be needed, and :class:`BudgetExhausted` when ``clock`` expires
     between rounds.  Holds :data:`LOCK` (mpmath's precision is process-wide).
@@ -383,6 +386,7 @@ def curvature(family: Family, theta, rtol: float = 1e-8, dps: int = 40, clock=No
 def _curvature(family, theta, rtol, dps, clock):
     target = -np.log10(rtol)
     singular_retries = 0
+    verified = None  # the last value accepted by the estimate, at a lower precision
     for _ in range(MAX_ROUNDS):
         if clock is not None and clock.expired():
             raise BudgetExhausted(f"high-precision time budget of {clock.budget:g} s exhausted at {dps} digits")
@@ -409,7 +413,20 @@ def _curvature(family, theta, rtol, dps, clock):
             raise PrecisionExhausted("the cancellation magnitude is not representable")
         lost = log_scale - log_r  # digits lost relative to |R|
         if log_scale - dps < log_r - 1 and dps >= lost + target:  # error well below |R| and below rtol
-            return r, float(10.0 ** (lost - dps)), dps
+            err = float(10.0 ** (lost - dps))
+            if family.softmax_heads() is not None:  # centred cumulant formula: the estimate sees every loss
+                return r, err, dps
+            # a lowered user definition may cancel while building the metric (an uncentred symbolic
+            # Hessian of logsumexp), which the estimate cannot see: accept only when a second,
+            # higher precision agrees
+            if verified is not None:
+                with mpmath.workdps(dps):
+                    diff = float(abs(r - verified) / abs(r))
+                if diff <= rtol / 10:
+                    return r, max(err, diff), dps
+            verified = r
+            dps = int(min(MAX_DPS, dps * 3 // 2 + 10))
+            continue
         noise = log_r <= log_scale - dps
         if noise and log_scale - dps <= LOG10_ZERO_ATOL:  # |R| below an absolute bound under float64's range
             return mpmath.mpf(0), 0.0, dps
