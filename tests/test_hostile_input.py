@@ -105,7 +105,7 @@ def test_overflowing_metric_is_reported():
 # --------------------------------------------------------------------------- 4. false refusals
 
 
-@pytest.mark.parametrize("theta", [[0.0, 1e-300], [0.0, 1e-100], [0.0, 1e100]])
+@pytest.mark.parametrize("theta", [[0.0, 1e-300], [0.0, 1e-100], [0.0, 1e100], [1e160, 1.0]])
 def test_gaussian_at_extreme_sigma(theta):
     r, info = geometry.scalar_curvature(geometry.gaussian(), [theta], return_info=True)
     _trusted(r, info, -1.0)

@@ -278,7 +278,8 @@ def levi_civita_from_jets(g, dg, ddg):
 
 @functools.lru_cache(maxsize=64)
 def _chart_metric(family: Family):
-    """Exact ``J^T (hess psi)(eta(theta)) J`` of an exponential family, lambdified for mpmath."""
+    """Exact ``J`` and ``(hess psi)(eta(theta))`` of an exponential family, lambdified for mpmath
+    (the product ``J^T H J`` is formed numerically, so that its cancellation can be measured)."""
     th = sympy.symbols(f"theta0:{family.dim}", real=True)
     log_partition, chart = family.potential()
     eta = list(th) if chart is None else list(chart(list(th), SYMPY))
@@ -286,7 +287,18 @@ def _chart_metric(family: Family):
     psi = log_partition(list(es), SYMPY)
     hess = sympy.Matrix(len(es), len(es), lambda i, j: sympy.diff(psi, es[i], es[j])).subs(dict(zip(es, eta)))
     jac = sympy.Matrix(len(eta), family.dim, lambda i, j: sympy.diff(eta[i], th[j]))
-    return sympy.lambdify(th, (jac.T * hess * jac).tolist(), modules="mpmath")
+    return sympy.lambdify(th, jac.tolist(), modules="mpmath"), sympy.lambdify(th, hess.tolist(), modules="mpmath")
+
+
+def _chart_product(family, x):
+    """``(g = J^T H J, digits lost)``: the loss is ``log10(max(|J|^T |H| |J|) / max|g|)`` (all, if ``g = 0``)."""
+    jac_fn, hess_fn = _chart_metric(family)
+    jac, hess = mpmath.matrix(jac_fn(*x)), mpmath.matrix(hess_fn(*x))
+    g = jac.T * hess * jac
+    mag = jac.apply(abs).T * hess.apply(abs) * jac.apply(abs)
+    top = max(abs(v) for v in g)
+    lost = float(mpmath.log10(max(abs(v) for v in mag) / top)) if top != 0 else float(mpmath.mp.dps)
+    return g, lost
 
 
 def metric_at(family: Family, theta, dps: int):
@@ -300,7 +312,7 @@ def metric_at(family: Family, theta, dps: int):
             m = len(x)
             return mpmath.matrix([[mpmath.fsum(w[a] * u[a][i] * u[a][j] for a in range(len(w))) for j in range(m)] for i in range(m)])
         if family.potential() is not None:
-            return mpmath.matrix(_chart_metric(family)(*x))
+            return _chart_product(family, x)[0]
         return mpmath.matrix(_metric_jets(family)[0](*x))
 
 
@@ -311,6 +323,18 @@ def metric(family: Family, theta, rtol: float = 1e-12, dps: int = 40):
 
 
 def _metric(family, theta, rtol, dps):
+    potential = family.potential()
+    if family.softmax_heads() is None and potential is not None and potential[1] is not None:
+        # through a chart, J^T H J can cancel to the same wrong value at every precision (a Gaussian
+        # at mu = 1e160 loses 320 digits to exactly 0): size the precision from the measured loss
+        while dps <= MAX_DPS:
+            with mpmath.workdps(dps):
+                g, lost = _chart_product(family, [_mpf(t) for t in theta])
+            need = lost - np.log10(rtol) + 10
+            if dps >= need:
+                return g
+            dps = int(max(2 * dps, need + 5))
+        raise PrecisionExhausted(f"the metric through the chart loses more than {MAX_DPS} digits")
     prev = metric_at(family, theta, dps)
     while dps < MAX_DPS:
         dps *= 2
