@@ -1,3 +1,79 @@
 import jax
 
 jax.config.update("jax_enable_x64", True)
+
+# --------------------------------------------------------------------------- family registry
+#
+# ``FAMILIES``: one ``(id, family, point_sampler)`` per kind of family the toolkit knows, plus a
+# kind defined only in the tests (tests/toy_kind.py).  ``point_sampler(rng, count)`` returns
+# ``count`` points of shape ``(count, dim)`` inside the family's domain at moderate entropy.
+# Tests use it as ``from conftest import FAMILIES`` (tests/ is on sys.path: it has no __init__).
+# Keep it small: tests parametrised over it compile one program per family.
+
+import numpy as np  # noqa: E402
+
+import geometry  # noqa: E402
+from toy_kind import tempered_simplex, toy_sampler  # noqa: E402
+
+
+def _uniform(lo, hi, dim):
+    return lambda rng, count: rng.uniform(lo, hi, size=(count, dim))
+
+
+def _normal(sd, dim):
+    return lambda rng, count: rng.normal(0.0, sd, size=(count, dim))
+
+
+def _full_rank_keys(seed, n, m):
+    rng = np.random.default_rng(seed)
+    while True:
+        k = rng.normal(size=(n, m))
+        if np.linalg.matrix_rank(k - k.mean(0)) == m:
+            return k
+
+
+ATTENTION_KEYS_8x2 = _full_rank_keys(1234, 8, 2)
+ATTENTION_KEYS_6x3 = _full_rank_keys(5678, 6, 3)
+MULTIHEAD_KEYS = [_full_rank_keys(91, 4, 2), _full_rank_keys(92, 4, 2)]
+
+
+def gamma_log_partition(eta, xp):
+    """Gamma(shape k = eta0 + 1, rate b = -eta1): psi = lgamma(k) - k log b (eta0 > -1, eta1 < 0)."""
+    return xp.lgamma(eta[0] + 1) - (eta[0] + 1) * xp.log(-eta[1])
+
+
+def _gamma_sampler(rng, count):
+    return np.column_stack([rng.uniform(0.5, 3.0, count), -rng.uniform(0.5, 3.0, count)])
+
+
+#: affine logits z = A theta + b of a 3-outcome family (centred A has rank 2: an affine
+#: reparametrisation of categorical(3), so R = 1/2)
+DISCRETE_A = np.array([[1.0, 0.5], [-0.5, 1.0], [0.25, -1.25]])
+DISCRETE_B = np.array([0.1, -0.2, 0.3])
+
+
+def affine_softmax_log_probs(theta, xp):
+    z = xp.matvec(DISCRETE_A, theta)
+    return xp.log_softmax(xp.vector([z[i] + float(DISCRETE_B[i]) for i in range(3)]))
+
+
+def _gaussian_sampler(rng, count):
+    return np.column_stack([rng.normal(0.0, 1.0, count), rng.uniform(0.5, 2.0, count)])
+
+
+TOY_T = 0.5
+
+FAMILIES = [
+    ("categorical3", geometry.categorical(3), _uniform(-1.5, 1.5, 2)),
+    ("categorical4_T0.5", geometry.categorical(4, temperature=0.5), _uniform(-0.75, 0.75, 3)),
+    ("attention8x2", geometry.attention(ATTENTION_KEYS_8x2), _normal(1.0, 2)),
+    ("attention6x3", geometry.attention(ATTENTION_KEYS_6x3), _normal(1.0, 3)),
+    ("multihead2x4x2", geometry.multihead_attention(MULTIHEAD_KEYS), _normal(1.0, 2)),
+    ("gaussian", geometry.gaussian(), _gaussian_sampler),
+    ("gamma", geometry.exponential_family(gamma_log_partition, dim=2, name="gamma"), _gamma_sampler),
+    ("affine_softmax3", geometry.discrete_family(affine_softmax_log_probs, dim=2, name="affine_softmax3"),
+     _uniform(-1.0, 1.0, 2)),
+    ("toy_tempered_simplex3", tempered_simplex(3, TOY_T), toy_sampler(TOY_T, 2)),
+]
+
+FAMILY_IDS = [f[0] for f in FAMILIES]

@@ -159,12 +159,13 @@ def test_scalar_curvature_chunking_changes_values_only_within_the_error_model():
     np.testing.assert_array_less(np.abs(a - b)[ok] / np.abs(a[ok]), 2.0 * info.rel_error[ok] + 1e-300)
 
 
-def test_domain_check_still_rejects_overflowing_logits():
+def test_overflowing_logits_are_reported_undefined_and_the_others_computed():
     fam = geometry.attention(np.array([[1.0, 0.0], [-1.0, 0.0], [0.0, 1.0]]))
     th = np.zeros((10, 2))
     th[7] = [1.5e308, 0.0]  # logits +-1.06e308: their spread overflows
-    with pytest.raises(ValueError, match=r"theta\[7\] gives logits"):
-        _as_points(fam, th)
+    r, info = geometry.scalar_curvature(fam, th, method="cumulant", return_info=True)
+    assert info.status[7] == 2 and "overflow float64" in info.reasons[7] and np.isnan(r[7])
+    assert np.all(info.status[np.arange(10) != 7] == 0)
     # inside the bound: no check needed, same flat array back
     flat, lead = _as_points(fam, np.ones((3, 4, 2)))
     assert flat.shape == (12, 2) and lead == (3, 4)

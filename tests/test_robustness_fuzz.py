@@ -521,10 +521,13 @@ def test_defect_logit_difference_overflow_is_opaque():
     (highprec.curvature: int(lost + ...) with lost = inf).  Should be H = 0 and R = 1/2 or a reported
     undefined point (or a ValueError naming theta)."""
     theta = [1.7e308, -1.7e308]
-    with pytest.raises(ValueError, match=r"theta.*overflow float64"):
-        geometry.entropy(CAT3, theta)
-    with pytest.raises(ValueError, match=r"theta.*overflow float64"):
-        geometry.scalar_curvature(CAT3, [theta], return_info=True)
+    # valid but beyond float64: reported undefined with the reason, the other points computed
+    with pytest.warns(geometry.UndefinedCurvatureWarning, match=r"overflow float64"):
+        h = geometry.entropy(CAT3, [theta, [0.0, 0.0]])
+    assert np.isnan(h[0]) and abs(h[1] - np.log(3)) < 1e-15
+    r, info = geometry.scalar_curvature(CAT3, [theta, [0.0, 0.0]], return_info=True)
+    assert np.isnan(r[0]) and info.status.tolist() == [2, 0] and "overflow float64" in info.reasons[0]
+    assert abs(r[1] - 0.5) < 1e-12
 
 
 def test_defect_temperature_whose_inverse_overflows():

@@ -156,7 +156,7 @@ def conventions() -> Derivation:
     D.results["sphere_R"] = cs.R
     D.add(
         "Conventions",
-        r"""Same as `geometry/_src/curvature.py`: $\Gamma^k_{ij} = \tfrac12 g^{kl}(\partial_i g_{jl} + \partial_j g_{il} - \partial_l g_{ij})$,
+        r"""Same as `geometry/_src/tensors.py`: $\Gamma^k_{ij} = \tfrac12 g^{kl}(\partial_i g_{jl} + \partial_j g_{il} - \partial_l g_{ij})$,
 $R^\rho{}_{\sigma\mu\nu} = \partial_\mu\Gamma^\rho_{\nu\sigma} - \partial_\nu\Gamma^\rho_{\mu\sigma} + \Gamma^\rho_{\mu\lambda}\Gamma^\lambda_{\nu\sigma} - \Gamma^\rho_{\nu\lambda}\Gamma^\lambda_{\mu\sigma}$,
 $R_{\sigma\nu} = R^\rho{}_{\sigma\rho\nu}$, $R = g^{\sigma\nu}R_{\sigma\nu}$. The round sphere is positive.""",
     )

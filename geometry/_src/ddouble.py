@@ -377,7 +377,7 @@ def _whiten_any(chol, uu):
 
 
 def _gram_any(p, w):
-    r"""Gram form of :func:`geometry._src.curvature.cumulant_contractions` for any ``m``:
+    r"""Gram form of :func:`geometry._src.routes.cumulant_contractions` for any ``m``:
     :math:`M = W^\top W`, :math:`|T|^2 = \sum_{ij} p_ip_j M_{ij}^3`,
     :math:`|\tau|^2 = \sum_{ij} p_iM_{ii}\,p_jM_{jj}\,M_{ij}`; ``R`` rounded to float64, the
     cancellation factor, and the Gram sums' magnitude ratio (sum of |terms| over
@@ -437,7 +437,7 @@ def _cumulant(keys, scale, theta):
     r"""The ``cumulant`` route in double-double for points ``theta`` of shape ``(B, m)``.
 
     Returns float64 numpy arrays ``(R, cancellation, kappa, ok)``: the tensor form of
-    :func:`geometry._src.curvature.cumulant_contractions` for ``m <= MAX_UNROLLED_DIM``
+    :func:`geometry._src.routes.cumulant_contractions` for ``m <= MAX_UNROLLED_DIM``
     (:math:`g = LL^\top`, whitened atoms, :math:`T`, :math:`\tau_c = \sum_a T_{aac}`,
     :math:`R = \tfrac14(|T|^2 - |\tau|^2)`), its Gram form beyond, ``R`` as ``hi + lo``
     rounded to float64.  ``ok`` is false (decline: mpmath takes the point) when a

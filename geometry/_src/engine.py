@@ -195,10 +195,30 @@ def _user_check_kernel(family, theta):
 
 def block_checker(family: Family, name: str = "theta", total: int | None = None, chunk: int | None = None):
     """``prepare(block, start) -> float64 block``: finiteness, the family's domain and (for families not
-    definite by construction) its user functions at every point; ``ValueError`` naming the point."""
+    definite by construction) its user functions at every point; ``ValueError`` naming the point.
+
+    Valid points that float64 cannot represent (:meth:`geometry.Family.unrepresentable`) are not
+    refused: ``prepare.undefined`` collects ``{global index: reason}`` for them, and the block carries a
+    representable stand-in row there, whose result the caller replaces by NaN."""
     user = not family.definite_by_construction
 
     def prepare(block, start):
+        flat = _check_block(block, start)
+        beyond = family.unrepresentable(flat) if flat.shape[0] else None
+        if beyond is not None:  # valid points float64 cannot represent: reported, the others computed
+            mask, reason = beyond
+            for i in np.flatnonzero(mask):
+                prepare.undefined[start + int(i)] = reason
+            keep = np.flatnonzero(~mask)
+            flat = flat.copy()
+            flat[mask] = flat[keep[0]] if keep.size else 0.0  # a representable stand-in, overwritten later
+        if user and flat.shape[0]:
+            _check_user_functions(flat, start)
+        return flat
+
+    prepare.undefined = {}
+
+    def _check_block(block, start):
         flat = np.asarray(block, np.float64)
         if not _all_finite(flat):
             finite = np.isfinite(flat).all(axis=1)
@@ -212,7 +232,10 @@ def block_checker(family: Family, name: str = "theta", total: int | None = None,
             msg = family.domain_error(flat)
             if msg:
                 raise ValueError(f"{name} is outside the domain of {family.name}: {msg}")
-        if user and flat.shape[0]:
+        return flat
+
+    def _check_user_functions(flat, start):
+        if flat.shape[0]:
             finite, norm = LocalMapper().map(_user_check_kernel, family, flat, lambda b, s: b, None, chunk)
             if not finite.all() and family.lowerable:
                 # a metric beyond float64's range (a Gaussian with sigma = 1e-300) is not a bad input:
@@ -285,12 +308,20 @@ def tracing(family, theta) -> bool:
 
 
 def _validated_map(kernel: Callable, family, theta, chunk_size, mapper=None):
-    """``(rows, lead, outputs)`` of ``kernel`` over validated points (host side)."""
+    """``(rows, lead, outputs, {index: reason} of unrepresentable points)`` of ``kernel`` over validated points."""
     chunk_size = check_chunk_size(chunk_size)
     rows, lead = as_rows(family, theta)
     if rows.shape[0]:
         check_outputs(family)
-    return rows, lead, (mapper or LocalMapper()).map(kernel, family, rows, block_checker(family, chunk=chunk_size), None, chunk_size)
+    prepare = block_checker(family, chunk=chunk_size)
+    out = (mapper or LocalMapper()).map(kernel, family, rows, prepare, None, chunk_size)
+    return rows, lead, out, prepare.undefined
+
+
+def _nan_at(a, idx):
+    a = np.array(a, dtype=np.result_type(a.dtype, np.float64))
+    a[idx] = np.nan
+    return a
 
 
 def pointwise(kernel: Callable, family, theta, chunk_size=None, what: str | None = None, mapper=None):
@@ -298,9 +329,19 @@ def pointwise(kernel: Callable, family, theta, chunk_size=None, what: str | None
     family = check_family(family)
     if tracing(family, theta):
         return traced_map(kernel, family, theta)
-    rows, lead, out = _validated_map(kernel, family, theta, chunk_size, mapper)
+    rows, lead, out, undefined = _validated_map(kernel, family, theta, chunk_size, mapper)
+    if undefined:
+        idx = np.fromiter(undefined, int)
+        out = jax.tree_util.tree_map(lambda a: _nan_at(a, idx), out)
+        first = next(iter(undefined.items()))
+        warnings.warn(
+            f"{what or kernel.__name__}: {idx.size} of {rows.shape[0]} points are NaN (first: theta[{first[0]}]): {first[1]}",
+            UndefinedCurvatureWarning,
+            stacklevel=3,
+        )
     if what is not None and out.size:
         bad = ~np.isfinite(out.reshape(out.shape[0], -1)).all(axis=1)
+        bad[np.fromiter(undefined, int)] = False  # reported above
         if bad.any():
             warnings.warn(
                 f"{what}: {int(bad.sum())} of {rows.shape[0]} points are NaN/inf in float64 (first: theta[{int(np.flatnonzero(bad)[0])}]); "
@@ -359,7 +400,9 @@ def controlled_metric(family, theta, chunk_size=None):
     family = check_family(family)
     if tracing(family, theta):
         return traced_map(_metric_kernel, family, theta)
-    rows, lead, (g, amp, lam_rel) = _validated_map(fisher.metric_diagnostics, family, theta, chunk_size)
+    rows, lead, (g, amp, lam_rel), undefined = _validated_map(fisher.metric_diagnostics, family, theta, chunk_size)
+    idx = np.fromiter(undefined, int)
+    g, amp, lam_rel = _nan_at(g, idx), _nan_at(amp, idx), np.where(np.isin(np.arange(rows.shape[0]), idx), 1.0, lam_rel)
     suspect = np.flatnonzero(~(SAFETY * EPS * amp <= 1e-10) | ~(lam_rel > INDEFINITE_RTOL))
     if suspect.size and family.lowerable:
         for i in suspect:
@@ -470,6 +513,8 @@ def curvature(family, theta, *, method=None, rtol=DEFAULT_RTOL, chunk_size=None,
             if not fam.definite_by_construction:
                 # raises for truly indefinite metrics; points whose float64 metric only looked indefinite recompute
                 rel[raise_if_indefinite(fam, rows, out.extra[0])] = np.inf
+        for i, reason in prepare.undefined.items():  # valid points beyond float64: reported, not refused
+            r[i], rel[i], status[i], reasons[i] = np.nan, np.inf, UNDEFINED, reason
         timings.float64 = time.perf_counter() - t0
     finally:
         if bar is not None:
@@ -477,11 +522,11 @@ def curvature(family, theta, *, method=None, rtol=DEFAULT_RTOL, chunk_size=None,
     if fam.dim > 1 and n:
         t0 = time.perf_counter()
         if method is None:
-            bad = np.flatnonzero(~(rel <= rtol))
+            bad = np.flatnonzero(~(rel <= rtol) & (status != UNDEFINED))
             if bad.size:
                 recompute(fam, rows, bad, r, rel, status, dps, reasons, rtol, Clock(time_budget), tiers, mapper)
         else:
-            for i in np.flatnonzero(~np.isfinite(r)):
+            for i in np.flatnonzero(~np.isfinite(r) & (status != UNDEFINED)):
                 status[i] = UNDEFINED
                 reasons[int(i)] = f"raw {route.name} route gave a non-finite value (singular or overflowing metric in float64)"
                 r[i] = np.nan

@@ -124,6 +124,11 @@ class Family(eqx.Module):
     def domain_error(self, flat: np.ndarray) -> str | None:
         return None
 
+    def unrepresentable(self, flat: np.ndarray):
+        """``(mask, reason)`` for the points of an ``(N, dim)`` numpy batch that are valid but beyond what
+        float64 can represent (the engine reports them undefined and computes the others), or ``None``."""
+        return None
+
     def smallest_log_prob(self, theta):
         """``min_x log p(x)`` at one point for families with a finite support the autodiff routes
         sum over (``None``: no such gate).  Below :data:`geometry._src.routes.LOG_PRODUCT_FLOOR`
@@ -442,23 +447,19 @@ class SoftmaxLinear(Family):
     def point_checks(self, theta):
         return jnp.ones((), bool), jnp.zeros(())  # definite and finite by construction
 
-    def domain_error(self, flat: np.ndarray) -> str | None:
+    def unrepresentable(self, flat: np.ndarray):
         # Fast path: when the bound is below 1e300 no logit spread can overflow, and the (N, n)
         # product below (as costly as the curvature kernel itself) is not needed.
         if flat.size == 0 or _logit_bound(self.heads_, flat) < 1e300:
             return None
+        mask = np.zeros(flat.shape[0], bool)
         with np.errstate(over="ignore", invalid="ignore"):
-            for k, h in enumerate(self.heads_):
+            for h in self.heads_:
                 z = float(h.scale) * (flat @ np.asarray(h.keys).T)
-                spread = np.max(z, axis=-1) - np.min(z, axis=-1)
-                bad = ~np.isfinite(spread)
-                if bad.any():
-                    i = int(np.flatnonzero(bad)[0])
-                    return (
-                        f"theta[{i}] gives logits (head {k}) whose differences overflow float64 (> 1.8e308); "
-                        "such a point is a vertex of the simplex to any precision. Rescale theta."
-                    )
-        return None
+                mask |= ~np.isfinite(np.max(z, axis=-1) - np.min(z, axis=-1))
+        reason = ("undefined: the logits' differences overflow float64 (> 1.8e308); such a point is a vertex "
+                  "of the simplex to any precision. Rescale theta.")
+        return (mask, reason) if mask.any() else None
 
 
 def _softmax(keys_list, scales, name, description):

@@ -3,7 +3,7 @@ r"""Arbitrary-precision (mpmath) evaluation of the Fisher metric and scalar curv
 This is the fallback of the precision-controlled :func:`geometry.scalar_curvature`
 and the oracle of the tests.  It works from the family's single definition:
 
-* softmax-linear families: the cumulant formula of :mod:`geometry._src.curvature`
+* softmax-linear families: the cumulant formula of :mod:`geometry._src.routes`
   evaluated with every intermediate in ``dps`` decimal digits, starting from the
   exact binary values of the keys, scale and coordinates;
 * exponential families: :math:`\psi` lowered to sympy, differentiated exactly
@@ -24,6 +24,7 @@ import itertools
 import threading
 
 import gmpy2
+import jax
 import mpmath
 import numpy as np
 import sympy
@@ -45,6 +46,25 @@ LOG10_ZERO_ATOL = float(np.log10(ZERO_ATOL))
 #: mpmath's working precision is one process-wide setting: every evaluation in this tier (and
 #: the oracle) holds this lock, so two threads cannot change each other's precision mid-way.
 LOCK = threading.RLock()
+
+
+def _per_family(fn):
+    """Cache ``fn(family)`` (a symbolic lowering) by the family's structure and leaf *values*: families
+    are pytrees whose array leaves (keys, a temperature) cannot be hashed, and two families of one
+    structure with different leaves lower to different expressions."""
+    cache: dict = {}
+
+    @functools.wraps(fn)
+    def cached(family):
+        leaves, treedef = jax.tree_util.tree_flatten(family)
+        key = (treedef, tuple((np.shape(v), np.asarray(v, np.float64).tobytes()) for v in leaves))
+        if key not in cache:
+            if len(cache) >= 64:
+                cache.pop(next(iter(cache)))
+            cache[key] = fn(family)
+        return cache[key]
+
+    return cached
 
 
 class BudgetExhausted(ArithmeticError):
@@ -214,7 +234,7 @@ def _hessian_contractions(g, t):
     return t2, tau2, _kappa(g, ginv)
 
 
-@functools.lru_cache(maxsize=64)
+@_per_family
 def _psi_jets(family: Family):
     """Exact ``hess psi`` and ``grad^3 psi`` in natural coordinates, lambdified for mpmath."""
     eta = sympy.symbols(f"eta0:{family.dim}", real=True)
@@ -232,7 +252,7 @@ def _hessian(family: Family, theta):
     return _hessian_contractions(g, third_fn(*eta))
 
 
-@functools.lru_cache(maxsize=64)
+@_per_family
 def _metric_jets(family: Family):
     """The family's lowered metric (:meth:`geometry.Family.lower_metric`) and its first two derivatives, for mpmath."""
     th = sympy.symbols(f"theta0:{family.dim}", real=True)
@@ -246,7 +266,7 @@ def _metric_jets(family: Family):
 def levi_civita_from_jets(g, dg, ddg):
     """Scalar curvature and diagnostics (mpmath) from ``g``, ``dg[i][j][k]``, ``ddg[i][j][k][l]``.
 
-    Uses the coordinate formula (conventions of :mod:`geometry._src.curvature`)
+    Uses the coordinate formula (conventions of :mod:`geometry._src.tensors`)
     :math:`\\partial_m\\Gamma^k_{ij} = g^{kl}\\partial_m\\Gamma_{lij} - g^{ka}\\partial_m g_{ab}\\Gamma^b_{ij}`.
     """
     d = g.rows
@@ -276,7 +296,7 @@ def levi_civita_from_jets(g, dg, ddg):
     return r, mpmath.fsum(mag), _kappa(g, ginv)
 
 
-@functools.lru_cache(maxsize=64)
+@_per_family
 def _chart_metric(family: Family):
     """Exact ``J`` and ``(hess psi)(eta(theta))`` of an exponential family, lambdified for mpmath
     (the product ``J^T H J`` is formed numerically, so that its cancellation can be measured)."""
