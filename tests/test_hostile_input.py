@@ -141,3 +141,18 @@ def test_rank_test_is_invariant_under_power_of_two_rescaling():
 def test_bad_arguments_name_the_argument(call, error, match):
     with pytest.raises(error, match=match):
         call()
+
+
+@pytest.mark.parametrize(
+    "make, error, match",
+    [
+        (lambda: geometry.exponential_family(lambda e, xp: np.log(-e[0]), dim=1), TypeError, "log_partition.*xp.log"),
+        (lambda: geometry.exponential_family(lambda e, xp: -xp.log(-e[0]) if e[0] < 0 else 0.0, dim=1), TypeError, "log_partition.*Python if"),
+        (lambda: geometry.exponential_family(lambda e, xp: -xp.log(-e[2]), dim=2), ValueError, "beyond dim=2"),
+        (lambda: geometry.discrete_family(lambda t, xp: [t[0], -t[0]], dim=1), TypeError, "log_probs.*xp.vector"),
+        (lambda: geometry.discrete_family(lambda t, xp: jax.numpy.stack([t[0], -t[0]]) - jax.numpy.log(2.0), dim=1), TypeError, "log_probs.*sympy"),
+    ],
+)
+def test_user_functions_are_checked_in_every_namespace_at_construction(make, error, match):
+    with pytest.raises(error, match=match):
+        make()

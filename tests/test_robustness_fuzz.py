@@ -382,10 +382,11 @@ def test_log_partition_with_wrong_shape_or_nan(kind):
         "matrix": lambda e, xp: jnp.outer(e, e),
         "inf": lambda e, xp: e[0] ** 2 + e[1] ** 2 + 1 / (e[0] - e[0]),
     }[kind]
-    fam = geometry.exponential_family(fn, dim=2, name=f"bad-{kind}")
     theta = np.full((BATCH, 2), 0.5)
     for f in (geometry.scalar_curvature, geometry.fisher_metric):
-        assert_error_names("user log-partition", lambda: f(fam, theta), "log_partition", "log-partition")
+        # refused at construction (a function that does not lower) or at the call (shape, NaN)
+        assert_error_names("user log-partition", lambda: f(geometry.exponential_family(fn, dim=2, name=f"bad-{kind}"), theta),
+                           "log_partition", "log-partition")
 
 
 @FEW
@@ -396,9 +397,9 @@ def test_discrete_log_probs_that_are_not_log_probabilities(kind):
         "scalar": lambda t, xp: t[0] + t[1],
         "nan": lambda t, xp: xp.log_softmax(xp.vector([t[0], t[1], xp.log(-1.0 - t[0] ** 2)])),
     }[kind]
-    fam = geometry.discrete_family(fn, dim=2, name=f"bad-{kind}")
     for f in (geometry.scalar_curvature, geometry.entropy):
-        assert_error_names("user log-probs", lambda: f(fam, np.full((BATCH, 2), 0.5)), "log_probs")
+        assert_error_names("user log-probs", lambda: f(geometry.discrete_family(fn, dim=2, name=f"bad-{kind}"), np.full((BATCH, 2), 0.5)),
+                           "log_probs")
 
 
 # --------------------------------------------------------------------------- keyword arguments
@@ -589,8 +590,8 @@ def test_defect_time_budget_not_validated(budget):
 def test_defect_user_entropy_shape():
     """exponential_family(..., entropy=lambda e, xp: xp.vector([e[0], e[0]])): entropy(fam, [[-1.]]) returns
     shape (1, 2) silently.  Should be ValueError naming entropy (must return a scalar)."""
-    fam = geometry.exponential_family(lambda e, xp: -xp.log(-e[0]), 1, entropy=lambda e, xp: xp.vector([e[0], e[0]]))
-    with pytest.raises(ValueError, match="entropy"):
+    with pytest.raises(ValueError, match="entropy"):  # now refused at construction
+        fam = geometry.exponential_family(lambda e, xp: -xp.log(-e[0]), 1, entropy=lambda e, xp: xp.vector([e[0], e[0]]))
         geometry.entropy(fam, [[-1.0]])
 
 
@@ -600,9 +601,8 @@ def test_defect_oracle_user_family_errors(kind):
     (no mention of log_partition); on a concave psi: highprec.SingularMetric (an ArithmeticError, not
     ValueError).  Should raise the ValueErrors scalar_curvature raises."""
     psi = {"vector": lambda e, xp: xp.vector([e[0] ** 2, e[1] ** 2]), "concave": lambda e, xp: -(e[0] ** 2) - e[1] ** 2}[kind]
-    fam = geometry.exponential_family(psi, dim=2, name=kind)
     with pytest.raises(ValueError, match="log_partition|log-partition"):
-        geometry.scalar_curvature_mp(fam, [1.0, 0.0])
+        geometry.scalar_curvature_mp(geometry.exponential_family(psi, dim=2, name=kind), [1.0, 0.0])
 
 
 def test_defect_misleading_undefined_reason():

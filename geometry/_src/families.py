@@ -48,6 +48,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
+import sympy
 
 from . import mathns
 from .mathns import JAX, stable_log_softmax
@@ -748,6 +749,48 @@ def _check_dim(dim, what):
     return int(dim)
 
 
+def _probe(fn, dim: int, what: str, lowerable: bool, scalar: bool):
+    """Call a user function once in every namespace it will be lowered to (JAX by shape, sympy on
+    symbols), at construction, so that a wrong namespace, a wrong ``dim`` or a wrong return type is
+    refused here with the fix instead of a raw traceback at first use."""
+    probe = jax.ShapeDtypeStruct((dim,), jnp.float64)
+    try:
+        out = jax.eval_shape(lambda t: fn(t, JAX), probe)
+    except IndexError:
+        raise ValueError(
+            f"{what} indexes its argument beyond dim={dim} (coordinates 0..{dim - 1}); pass the dim it uses"
+        ) from None
+    except (jax.errors.TracerArrayConversionError, jax.errors.ConcretizationTypeError, TypeError) as exc:
+        raise TypeError(
+            f"{what} failed on JAX arrays ({type(exc).__name__}): write it with the namespace it receives, "
+            "xp.log / xp.exp / xp.vector / xp.logsumexp ..., not np.* or jnp.* (and no Python if on its "
+            "argument), so it lowers to JAX, sympy and mpmath alike"
+        ) from None
+    if isinstance(out, (list, tuple)):
+        raise TypeError(f"{what} returns a {type(out).__name__}; return xp.vector([...]) (a JAX array for xp = JAX)")
+    if scalar and out.shape != ():
+        raise ValueError(f"{what} must return a scalar for an input of shape ({dim},), got shape {out.shape}")
+    if not scalar and (len(out.shape) != 1 or out.shape[0] < 2):
+        raise ValueError(
+            f"{what} must return a 1-d vector of log-probabilities (one per outcome, at least 2) for theta of "
+            f"shape ({dim},), got shape {out.shape}"
+        )
+    if lowerable:
+        syms = list(sympy.symbols(f"t0:{dim}", real=True))
+        try:
+            fn(syms, mathns.SYMPY)
+        except IndexError:  # JAX clamps out-of-range indices; a list of symbols does not
+            raise ValueError(
+                f"{what} indexes its argument beyond dim={dim} (coordinates 0..{dim - 1}); pass the dim it uses"
+            ) from None
+        except Exception as exc:  # noqa: BLE001 (any failure here is the user function's, reported with the fix)
+            raise TypeError(
+                f"{what} cannot be lowered to sympy ({type(exc).__name__}: {exc}); write it with the namespace "
+                "it receives (xp.log, xp.exp, xp.vector, ...; no np.*, jnp.* or Python if on its argument), or "
+                "pass a function of theta alone for a JAX-only family (no high-precision fallback)"
+            ) from None
+
+
 def exponential_family(log_partition, dim: int, entropy=None, name: str | None = None) -> Family:
     r"""An exponential family :math:`p_\eta(x) = h(x)\exp(\eta\cdot t(x) - \psi(\eta))` from its log-partition.
 
@@ -769,8 +812,12 @@ def exponential_family(log_partition, dim: int, entropy=None, name: str | None =
     if psi is None:
         raise TypeError("log_partition must be a function eta -> psi(eta)")
     ent, low2 = _lift(entropy, "entropy")
+    name = name or _default_name(log_partition, "user exponential family")
+    _probe(psi, dim, f"log_partition of {name}", low1, scalar=True)
+    if ent is not None:
+        _probe(ent, dim, f"entropy of {name}", low2, scalar=True)
     return ExponentialFamily(
-        name=name or _default_name(log_partition, "user exponential family"),
+        name=name,
         dim=dim,
         log_partition=psi,
         entropy_fn=ent,
@@ -855,8 +902,10 @@ def discrete_family(log_probs, dim: int, name: str | None = None) -> Family:
     lp, low = _lift(log_probs, "log_probs")
     if lp is None:
         raise TypeError("log_probs must be a function theta -> log-probabilities")
+    name = name or _default_name(log_probs, "user discrete family")
+    _probe(lp, dim, f"log_probs of {name}", low, scalar=False)
     return DiscreteFamily(
-        name=name or _default_name(log_probs, "user discrete family"),
+        name=name,
         dim=dim,
         log_probs=lp,
         is_lowerable=low,
