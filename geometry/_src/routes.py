@@ -345,21 +345,26 @@ def _cumulant_rule(axis_size, in_batched, family, theta):
 
 
 @jax.custom_jvp
+def _cumulant_selecting(family, theta):
+    return _cumulant_vmappable(family, theta)
+
+
+@_cumulant_selecting.defjvp
+def _cumulant_jvp(primals, tangents):
+    return jax.jvp(cumulant_point, primals, tangents)
+
+
 def scalar_cumulant(family: Family, theta):
     """Route ``cumulant``: closed form from the moments of the keys under ``p`` (softmax-linear only).
 
     Per point this is :func:`cumulant_point`; under ``jax.vmap`` over points with query
-    dimension ``<= MAX_UNROLLED_DIM``, :func:`cumulant_batch_major`.  Derivatives (with
-    respect to ``theta`` and the keys) are those of :func:`cumulant_point`.
+    dimension ``<= MAX_UNROLLED_DIM``, :func:`cumulant_batch_major` (a ``custom_vmap`` rule
+    inside a ``custom_jvp``).  Derivatives (with respect to ``theta`` and the keys) are those
+    of :func:`cumulant_point`.  Larger query dimensions vmap the per-point formula directly.
     """
-    if jnp.ndim(theta) != 1:
+    if jnp.ndim(theta) != 1 or not unrolled_ok(family):
         return cumulant_point(family, theta)
-    return _cumulant_vmappable(family, theta)
-
-
-@scalar_cumulant.defjvp
-def _cumulant_jvp(primals, tangents):
-    return jax.jvp(cumulant_point, primals, tangents)
+    return _cumulant_selecting(family, theta)
 
 
 # --------------------------------------------------------------------------- route values
