@@ -132,7 +132,8 @@ def scalar_curvature(
 
     ``method=None`` (default) is precision-controlled: the fastest float64 route
     for the family (``cumulant`` for softmax families, ``hessian`` for exponential
-    families, ``levi-civita`` otherwise) also returns a per-point error estimate
+    families in natural coordinates, ``levi-civita`` otherwise, including families given
+    through a chart such as the Gaussian in ``(mu, sigma)``) also returns a per-point error estimate
     :math:`64\,\varepsilon\,\kappa(H)\,(|T|^2+|\tau|^2)/|R|` (:math:`\kappa(H)` bounds the
     condition number of the Jacobi-scaled metric, :func:`geometry._src.linalg.scaled_condition`);
     every point whose estimate exceeds ``rtol`` is recomputed by the precision tiers in
