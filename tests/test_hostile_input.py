@@ -156,3 +156,9 @@ def test_bad_arguments_name_the_argument(call, error, match):
 def test_user_functions_are_checked_in_every_namespace_at_construction(make, error, match):
     with pytest.raises(error, match=match):
         make()
+
+
+@pytest.mark.parametrize("keys, scale, match", [(np.array([[np.nan, 0.0], [1.0, 1.0]]), 1.0, "keys"), (np.eye(2), 0.0, "scale"), (np.eye(2), -1.0, "scale")])
+def test_family_class_refuses_invalid_leaves(keys, scale, match):
+    with pytest.raises(ValueError, match=match):
+        geometry.SoftmaxLinear((geometry.Head(keys, np.asarray(scale)),), name="direct", dim=2)

@@ -235,6 +235,18 @@ class Head(eqx.Module):
     keys: jax.Array | np.ndarray
     scale: jax.Array | np.ndarray
 
+    def __check_init__(self):
+        # invariants of the leaves, checked whenever they are concrete (traced leaves are checked by
+        # the constructor that made them concrete, or not at all inside a transformation)
+        if is_traced((self.keys, self.scale)):
+            return
+        keys, scale = np.asarray(self.keys), np.asarray(self.scale)
+        if keys.ndim != 2 or not np.all(np.isfinite(keys)):
+            raise ValueError(f"Head keys must be a finite (n, m) array, got shape {keys.shape} with non-finite entries "
+                             f"{int(np.sum(~np.isfinite(keys)))}; pass finite keys")
+        if scale.shape != () or not (np.isfinite(scale) and scale > 0):
+            raise ValueError(f"Head scale must be a finite number > 0, got {scale!r}; use e.g. 1/sqrt(m)")
+
 
 def _as_keys(keys, name="keys"):
     if isinstance(keys, jax.core.Tracer):
