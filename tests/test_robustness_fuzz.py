@@ -630,3 +630,259 @@ def test_defect_log_partition_that_returns_nan():
     fam = geometry.exponential_family(lambda e, xp: xp.log(-xp.exp(e[0])) + e[1] ** 2, dim=2, name="nan-psi")
     with pytest.raises(ValueError, match="log_partition"):
         geometry.fisher_metric(fam, np.full((BATCH, 2), 0.5))
+
+
+# =========================================================================== hostile-but-valid input, fuzzed
+# Categories around the causes pinned one case each in tests/test_hostile_input.py: power-of-two
+# rescaling, huge temperatures, exact zeros, extreme sigma, subnormal intermediates, threads.
+# Every point ends in a value equal to an exact reference (relative EXACT_RTOL, geometry's default
+# rtol), in a reported undefined point (NaN, status undefined/budget and a reason; or status
+# untrusted *with* a reason), or in a ValueError/TypeError naming the argument.
+
+import threading  # noqa: E402
+import time  # noqa: E402
+
+from hypothesis import example  # noqa: E402
+
+EXACT_RTOL = 1e-8
+HOSTILE = settings(FUZZ, max_examples=25)
+GAUSSIAN = geometry.gaussian()
+TWO_COINS = geometry.multihead_attention([np.array([[1.0, 0.0], [0.0, 0.0]]), np.array([[0.0, 1.0], [0.0, 0.0]])], scale=1.0)
+#: exact zero: |R| must be 0 or below this (R = 0 is decided by an absolute bound below float64's range)
+ZERO_ATOL = 1e-300
+
+
+def call_within(seconds, fn):
+    """``fn()`` in a daemon thread; fails (instead of hanging the suite) if it has not ended in ``seconds``."""
+    box = {}
+
+    def work():
+        try:
+            box["out"] = fn()
+        except BaseException as exc:  # re-raised in the caller
+            box["exc"] = exc
+
+    t0 = time.perf_counter()
+    th = threading.Thread(target=work, daemon=True)
+    th.start()
+    th.join(seconds)
+    assert not th.is_alive(), f"call did not end within {seconds} s"
+    if "exc" in box:
+        raise box["exc"]
+    return box["out"], time.perf_counter() - t0
+
+
+def assert_exact(category, family, theta, truth, limit=None):
+    """R at each row of ``theta`` is the exact ``truth`` (status 0/1) or reported undefined with a reason."""
+    theta = np.asarray(theta, np.float64)
+    rows = theta.reshape(-1, theta.shape[-1])
+
+    def call():
+        return geometry.scalar_curvature(family, theta, return_info=True)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        warnings.simplefilter("ignore", geometry.UndefinedCurvatureWarning)
+        if limit is None:
+            r, info = call()
+        else:
+            (r, info), elapsed = call_within(limit, call)
+            assert elapsed < limit, f"{family.name}: {elapsed:.1f} s at theta = {rows.tolist()}"
+    r, status = np.ravel(r), np.ravel(info.status)
+    truth = np.broadcast_to(np.asarray(truth, np.float64), r.shape)
+    for k in range(r.size):
+        where = f"{family.name} at theta = {rows[k].tolist()}"
+        s, reason = int(status[k]), info.reasons.get(k)
+        if s == 4:  # untrusted: acceptable only when reported with its reason
+            assert reason, f"untrusted R = {r[k]!r} without a reason, {where}"
+            COUNTS[category, "undefined"] += 1
+        elif np.isnan(r[k]):
+            assert s in (2, 3), f"silent NaN (status {s}), {where}"
+            assert reason, f"undefined point (status {s}) without a reason, {where}"
+            COUNTS[category, "undefined"] += 1
+        else:
+            assert s in (0, 1), f"R = {r[k]!r} with status {s} ({reason}), {where}"
+            if truth[k] == 0.0:
+                assert r[k] == 0.0 or abs(r[k]) <= ZERO_ATOL, f"R = {r[k]!r} (status {s}), truth exactly 0, {where}"
+            else:
+                assert abs(r[k] - truth[k]) <= EXACT_RTOL * abs(truth[k]), (
+                    f"R = {r[k]!r} (status {s}, rel_error {info.rel_error.ravel()[k]:.1e}), truth {truth[k]!r}, {where}")
+            COUNTS[category, "value"] += 1
+    return r, info
+
+
+moderate2 = st.lists(st.floats(-5, 5), min_size=2, max_size=2)
+
+
+# --------------------------------------------------------------------------- power-of-two rescaling
+
+
+@HOSTILE
+@given(a=st.integers(-500, 500), b=st.integers(-500, 500), equal=st.booleans(),
+       mant=st.lists(st.sampled_from([1.0, -1.0, 0.75, -1.5, 1.25]), min_size=2, max_size=2), x=moderate2)
+def test_power_of_two_rescaled_keys(a, b, equal, mant, x):
+    """K = [[c1, 0], [0, c2], [0, 0]], c = mant * 2^(a, b) (or the whole K times 2^a): categorical(3) in the
+    coordinates c * theta, so R = 1/2; theta = (moderate point) / c keeps the logits moderate.  The
+    family must be accepted: the rank test is invariant under rescaling query coordinates."""
+    if equal:
+        b = a
+    c = np.asarray(mant) * np.array([2.0**a, 2.0**b])
+    fam = geometry.attention(np.array([[c[0], 0.0], [0.0, c[1]], [0.0, 0.0]]), scale=1.0)
+    theta = (np.asarray(x) * ALONG) / c
+    assert_exact("power-of-two rescaling", fam, theta, 0.5)
+
+
+@FEW
+@given(a=st.integers(-500, 500), x=moderate2)
+def test_power_of_two_rescaled_generic_keys(a, x):
+    """Generic 4x2 keys times 2^a with theta times 2^-a: the same logits, so the same R (oracle at 2^0)."""
+    fam = geometry.attention(KEYS4 * 2.0**a, scale=1.0)
+    theta = np.asarray(x) * ALONG * 2.0**-a
+    truth = [oracle(geometry.attention(KEYS4, scale=1.0), t * 2.0**a) for t in theta]
+    assert_exact("power-of-two rescaling", fam, theta, truth)
+
+
+# --------------------------------------------------------------------------- huge temperature
+
+
+@HOSTILE
+@given(e=st.one_of(st.floats(-100, 250), st.sampled_from([-100.0, 250.0, -305.0, -320.0])), x=moderate2)
+def test_huge_and_tiny_temperature_with_moderate_logits(e, x):
+    """categorical(3, T = 10^e) at theta = T * (moderate point): R = 1/2.  Where 1/T overflows (e < -300,
+    outside the fuzzed range) the constructor raises ValueError naming temperature."""
+    t = 10.0**e
+    if not (math.isfinite(1.0 / t) and 1.0 / t <= 1e300):
+        assert_error_names("huge temperature", lambda: geometry.categorical(3, temperature=t), "temperature")
+        return
+    fam = geometry.categorical(3, temperature=t)  # a valid temperature must not be refused
+    theta = t * (np.asarray(x) * ALONG)
+    assert_exact("huge temperature", fam, theta, 0.5)
+
+
+# --------------------------------------------------------------------------- exact zeros
+
+
+@HOSTILE
+@given(mag=st.one_of(st.floats(-2, 0.7), st.floats(0.7, 3)).map(lambda e: 10.0**e), direction=direction2)
+def test_two_independent_coins_have_exactly_zero_curvature(mag, direction):
+    """multihead_attention([[1,0],[0,0]], [[0,1],[0,0]]): two independent coins, R = 0 exactly, at moderate
+    points and at |theta| up to 1e3 (probabilities down to e^-1000); each call ends within 30 s."""
+    theta = np.tile(mag * np.asarray(direction), (BATCH, 1)) * np.array([[1.0], [0.5], [-1.0], [0.1]])
+    assert_exact("exact zeros", TWO_COINS, theta, 0.0, limit=30)
+
+
+# --------------------------------------------------------------------------- extreme sigma
+
+mu_values = st.one_of(st.sampled_from([0.0, 1.0, -1.0]),
+                      st.tuples(st.sampled_from([1.0, -1.0]), st.integers(0, 150)).map(lambda sk: sk[0] * 10.0**sk[1]))
+
+
+def gaussian_points(mu, e):
+    return np.column_stack([np.broadcast_to(np.asarray(mu, np.float64), (len(e),)), 10.0 ** np.asarray(e, np.float64)])
+
+
+@HOSTILE
+@given(data=st.data())
+def test_gaussian_at_extreme_sigma(data):
+    """gaussian() at (mu, sigma = 10^e), e in [-300, 300], |mu| up to 1e150: R = -1 (the Fisher metric
+    diag(1, 2)/sigma^2) or reported.  Fuzzed outside the region of the open defect below
+    (sigma < 1e-160 with mu != 0): sigma in [1e-160, 1e300] for every mu, and down to 1e-300 at mu = 0."""
+    if data.draw(st.booleans()):
+        mu = data.draw(st.lists(mu_values, min_size=BATCH, max_size=BATCH))
+        e = data.draw(st.lists(st.floats(-160, 300), min_size=BATCH, max_size=BATCH))
+    else:
+        mu = [0.0] * BATCH
+        e = data.draw(st.lists(st.floats(-300, 300), min_size=BATCH, max_size=BATCH))
+    assert_exact("extreme sigma", GAUSSIAN, gaussian_points(mu, e), -1.0)
+
+
+@HOSTILE
+@example(mu=1.0, e=[-300.0] * BATCH)
+@given(mu=mu_values.filter(lambda v: v != 0.0), e=st.lists(st.floats(-300, -170), min_size=BATCH, max_size=BATCH))
+def test_gaussian_at_tiny_sigma_with_nonzero_mu(mu, e):
+    """gaussian() at (mu != 0, sigma = 10^e), e in [-300, -170]: R = -1 or reported undefined.
+
+    Found by this test: R = 0.0 reported as high precision (the Hessian of psi in natural coordinates
+    cancels beyond the working digits, and the garbage |R| looked like an exact zero); the mpmath tier
+    now accepts a lowered family's value, zero included, only when a second precision agrees."""
+    assert_exact("extreme sigma", GAUSSIAN, gaussian_points(mu, e), -1.0)
+
+
+# --------------------------------------------------------------------------- subnormal intermediates
+
+USER_CAT3 = geometry.discrete_family(lambda t, xp: xp.log_softmax(xp.vector([t[0], t[1], 0 * t[0]])), dim=2, name="user-cat3")
+
+
+@st.composite
+def spread_points(draw, dim):
+    """BATCH points of dimension ``dim`` with logit spreads from moderate up to ~700."""
+    mag = draw(st.floats(0, math.log10(700)).map(lambda e: 10.0**e))
+    v = np.asarray(draw(st.lists(st.floats(-1, 1), min_size=dim, max_size=dim)))
+    v = v / max(np.max(np.abs(v)), 1e-3)
+    return mag * v[None, :] * np.array([[1.0], [0.5], [-1.0], [0.01]])
+
+
+@settings(HOSTILE, max_examples=20)
+@given(data=st.data(), n=st.integers(3, 5), k=st.integers(0, 500), kind=st.sampled_from(["categorical", "attention"]))
+def test_tiny_scale_with_huge_coordinates(data, n, k, kind):
+    """categorical(n, T = 2^k) or attention(diag(c) over a zero row, scale = 2^-k) at theta = 2^k * x / c:
+    the logits are x (spread up to ~700) while scale^3 * third moments fall to ~2^-1500 (subnormal / zero
+    in float64).  R = (n - 1)(n - 2)/4."""
+    x = data.draw(spread_points(n - 1))
+    if kind == "categorical":  # few distinct temperatures: each one is a new family name, so a new compilation
+        k = data.draw(st.sampled_from([0, 64, 500]))
+        fam = geometry.categorical(n, temperature=2.0**k)
+        theta = x * 2.0**k
+    else:
+        c = np.asarray(data.draw(st.lists(st.sampled_from([1.0, -1.0, 0.5, 3.0, -0.25]), min_size=n - 1, max_size=n - 1)))
+        fam = geometry.attention(np.vstack([np.diag(c), np.zeros((1, n - 1))]), scale=2.0**-k)
+        theta = x * 2.0**k / c
+    assert_exact("subnormal intermediates", fam, theta, simplex_curvature(n))
+
+
+@settings(HOSTILE, max_examples=15)
+@given(big=st.floats(300, 700), sign=st.sampled_from([1.0, -1.0]), j=st.integers(0, 1), other=st.floats(-5, 5))
+def test_user_family_with_underflowing_probability_products(big, sign, j, other):
+    """discrete_family(log_softmax([t0, t1, 0])) with one coordinate +-[300, 700]: products p_i p_j
+    underflow float64 (the float64 tier must hand the point on).  R = 1/2."""
+    theta = np.empty((BATCH, 2))
+    theta[:, j] = sign * big * np.array([1.0, 0.9, 0.8, 0.7])
+    theta[:, 1 - j] = other * np.array([1.0, -1.0, 0.5, 0.0])
+    assert_exact("subnormal intermediates", USER_CAT3, theta, 0.5)
+
+
+# --------------------------------------------------------------------------- two threads
+
+
+@settings(FUZZ, max_examples=3)
+@given(a=st.lists(st.floats(700, 900), min_size=3, max_size=3), sign=st.lists(st.sampled_from([1.0, -1.0]), min_size=3, max_size=3),
+       b=st.lists(st.floats(-900, 900), min_size=3, max_size=3), swap=st.booleans())
+def test_two_threads_at_low_entropy_points(a, sign, b, swap):
+    """Two threads call scalar_curvature(categorical(3), 3 points) at once; logits ~700-900 (some
+    probability below e^-700, so every point goes to the mpmath tier, whose precision is process-wide).
+    All values 1/2 with status high_precision."""
+    th = np.column_stack([np.asarray(sign) * np.asarray(a), b])
+    if swap:
+        th = th[:, ::-1].copy()
+    out, errors = [None, None], []
+    start = threading.Barrier(2)
+
+    def work(i):
+        try:
+            start.wait()
+            out[i] = geometry.scalar_curvature(CAT3, th, return_info=True)
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(i,), daemon=True) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not any(t.is_alive() for t in threads), f"threads did not end within 60 s at theta = {th.tolist()}"
+    assert not errors, errors
+    for r, info in out:
+        assert info.status.tolist() == [1, 1, 1], (th.tolist(), info.status.tolist(), info.reasons)
+        for k in range(3):
+            assert abs(r[k] - 0.5) <= EXACT_RTOL * 0.5, (th[k].tolist(), r[k])
+            COUNTS["two threads", "value"] += 1

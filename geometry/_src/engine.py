@@ -264,10 +264,13 @@ MAX_HIGH_PRECISION_DOMAIN_CHECKS = 64
 
 
 def _finite_in_high_precision(family, flat, mask):
-    """Points of ``mask`` whose metric is finite in mpmath (the first MAX_HIGH_PRECISION_DOMAIN_CHECKS)."""
+    """Points of ``mask`` whose metric is finite in mpmath.  Only the first
+    MAX_HIGH_PRECISION_DOMAIN_CHECKS are examined; when all of those are finite, the rest are passed
+    on too (the mpmath tier reports any of them it cannot compute, with the reason)."""
     out = np.zeros(flat.shape[0], bool)
+    examined = np.flatnonzero(mask)[:MAX_HIGH_PRECISION_DOMAIN_CHECKS]
     real = lambda v: isinstance(v, highprec.mpmath.mpf) and not highprec.mpmath.isnan(v)  # noqa: E731 (complex: log of < 0)
-    for i in np.flatnonzero(mask)[:MAX_HIGH_PRECISION_DOMAIN_CHECKS]:
+    for i in examined:
         try:
             values = highprec.defining_values(family, flat[i])
             if values is None or not all(real(v) for v in values):
@@ -276,6 +279,8 @@ def _finite_in_high_precision(family, flat, mask):
         except (ArithmeticError, ValueError, TypeError, ZeroDivisionError, NotImplementedError):
             continue
         out[i] = all(real(v) and highprec.mpmath.isfinite(v) for v in g)
+    if out[examined].all():
+        out |= mask
     return out
 
 

@@ -430,7 +430,7 @@ def curvature(family: Family, theta, rtol: float = 1e-8, dps: int = 40, clock=No
 def _curvature(family, theta, rtol, dps, clock):
     target = -np.log10(rtol)
     singular_retries = 0
-    verified = None  # the last value accepted by the estimate, at a lower precision
+    verified = None  # (R, terms) last accepted by the estimate, at a lower precision
     for _ in range(MAX_ROUNDS):
         if clock is not None and clock.expired():
             raise BudgetExhausted(f"high-precision time budget of {clock.budget:g} s exhausted at {dps} digits")
@@ -463,17 +463,20 @@ def _curvature(family, theta, rtol, dps, clock):
             # a lowered user definition may cancel while building the metric (an uncentred symbolic
             # Hessian of logsumexp), which the estimate cannot see: accept only when a second,
             # higher precision agrees
-            if verified is not None:
+            if _agrees(verified, r, scale, rtol, dps):
                 with mpmath.workdps(dps):
-                    diff = float(abs(r - verified) / abs(r))
-                if diff <= rtol / 10:
-                    return r, max(err, diff), dps
-            verified = r
+                    diff = float(abs(r - verified[0]) / abs(r))
+                return r, max(err, diff), dps
+            verified = (r, scale)
             dps = int(min(MAX_DPS, dps * 3 // 2 + 10))
             continue
         noise = log_r <= log_scale - dps
         if noise and log_scale - dps <= LOG10_ZERO_ATOL:  # |R| below an absolute bound under float64's range
-            return mpmath.mpf(0), 0.0, dps
+            if family.softmax_heads() is not None or _agrees(verified, mpmath.mpf(0), scale, rtol, dps):
+                return mpmath.mpf(0), 0.0, dps
+            verified = (mpmath.mpf(0), scale)
+            dps = int(min(MAX_DPS, dps * 3 // 2 + 10))
+            continue
         if log_scale - dps < log_r - 1:  # |R| is resolved: size the precision from it
             need = lost + target + 5
         else:  # |R| is noise: assume it is not much smaller than the terms' natural scale
@@ -488,6 +491,18 @@ def _curvature(family, theta, rtol, dps, clock):
             )
         dps = int(min(MAX_DPS, max(need + 5, dps * 2)))
     raise PrecisionExhausted(f"no stable value after {MAX_ROUNDS} precision rounds (last {dps} digits)")
+
+
+def _agrees(verified, r, scale, rtol, dps) -> bool:
+    """Whether ``(r, scale)`` agrees with the ``verified`` pair of a lower precision: ``R`` to ``rtol / 10``
+    (exactly, for a zero) and the magnitude of the terms to ``rtol / 10`` -- garbage from a cancellation
+    the estimate cannot see changes with the precision, a converged evaluation does not."""
+    if verified is None:
+        return False
+    r0, scale0 = verified
+    with mpmath.workdps(dps):
+        same_r = r == r0 if r == 0 or r0 == 0 else abs(r - r0) <= rtol / 10 * abs(r)
+        return bool(same_r and abs(scale - scale0) <= rtol / 10 * abs(scale))
 
 
 class Mpmath:
