@@ -19,9 +19,9 @@ import geometry
 RTOL = 1e-8
 
 
-def _trusted(r, info, exact):
-    assert info.status.tolist() == [1] * r.size or info.status.tolist() == [0] * r.size, info
-    np.testing.assert_allclose(r, exact, rtol=RTOL)
+def _trusted(r, info, exact) -> bool:
+    """Every point has a trusted status (all float64 or all high precision) and is within RTOL of ``exact``."""
+    return set(info.status.tolist()) <= {0, 1} and bool(np.all(np.abs(r - exact) <= RTOL * abs(exact)))
 
 
 # --------------------------------------------------------------------------- 1. wrong values as trusted
@@ -32,12 +32,12 @@ def test_keys_rescaled_by_a_power_of_two_do_not_underflow_the_third_moments():
     # equilibrated coordinates, exact powers of two, so the third moments stay representable)
     fam = geometry.attention(np.array([[1.0, 0], [0, 1], [0, 0]]) * 2.0**-490, scale=1.0)
     r, info = geometry.scalar_curvature(fam, [[15 * 2.0**490, 0.0]], return_info=True)
-    _trusted(r, info, 0.5)
+    assert _trusted(r, info, 0.5), (r, info)
 
 
 def test_huge_temperature_with_huge_coordinates():
     r, info = geometry.scalar_curvature(geometry.categorical(3, temperature=1e145), [[2.5e146, 0.0]], return_info=True)
-    _trusted(r, info, 0.5)
+    assert _trusted(r, info, 0.5), (r, info)
 
 
 def test_user_family_whose_probability_products_underflow_is_handed_on():
@@ -108,13 +108,13 @@ def test_overflowing_metric_is_reported():
 @pytest.mark.parametrize("theta", [[0.0, 1e-300], [0.0, 1e-100], [0.0, 1e100], [1e160, 1.0]])
 def test_gaussian_at_extreme_sigma(theta):
     r, info = geometry.scalar_curvature(geometry.gaussian(), [theta], return_info=True)
-    _trusted(r, info, -1.0)
+    assert _trusted(r, info, -1.0), (r, info)
 
 
 def test_rank_test_is_invariant_under_power_of_two_rescaling():
     fam = geometry.attention(np.array([[2.0**30, 0], [0, 2.0**-30], [0, 0]]), scale=1.0)  # categorical(3), rescaled
     r, info = geometry.scalar_curvature(fam, [[2.0**-30, 2.0**30], [0.0, 0.0]], return_info=True)
-    _trusted(r, info, 0.5)
+    assert _trusted(r, info, 0.5), (r, info)
 
 
 # --------------------------------------------------------------------------- 5. errors that say what to do
