@@ -30,7 +30,7 @@ def _metric_kernel(method):
     return kernel
 
 
-_METRIC_KERNELS = {m: _metric_kernel(m) for m in fisher.METHODS}
+_METRIC_KERNELS = {m: _metric_kernel(m) for m in fisher.METHODS if m is not None} | {None: engine.metric_kernel}
 
 
 def fisher_metric(family: Family, theta, method: str | None = None, chunk_size: int | None = None):

@@ -358,7 +358,8 @@ def pointwise(kernel: Callable, family, theta, chunk_size=None, what: str | None
     return jax.tree_util.tree_map(lambda a: a.reshape(lead + a.shape[1:]), out)
 
 
-def _metric_kernel(family, theta):
+def metric_kernel(family, theta):
+    """The default float64 metric at one point (one function object: its compiled programs are shared)."""
     return fisher.metric(family, theta)
 
 
@@ -374,7 +375,7 @@ def raise_if_indefinite(family: Family, rows, lam_rel, lam_override=None):
     unknown = np.flatnonzero(np.isnan(lam_rel))
     if unknown.size:
         pts = np.asarray(rows[unknown], np.float64)
-        lam = np.linalg.eigvalsh(LocalMapper().map(_metric_kernel, family, pts, lambda b, s: b))
+        lam = np.linalg.eigvalsh(LocalMapper().map(metric_kernel, family, pts, lambda b, s: b))
         lam_rel[unknown] = lam[:, 0] / np.max(np.abs(lam), axis=1)
     bad = np.flatnonzero(~(lam_rel > INDEFINITE_RTOL))
     looked = []
@@ -404,7 +405,7 @@ def controlled_metric(family, theta, chunk_size=None):
     6 digits (:func:`geometry._src.fisher.metric_diagnostics`) recomputed in mpmath."""
     family = check_family(family)
     if tracing(family, theta):
-        return traced_map(_metric_kernel, family, theta)
+        return traced_map(metric_kernel, family, theta)
     rows, lead, (g, amp, lam_rel), undefined = _validated_map(fisher.metric_diagnostics, family, theta, chunk_size)
     idx = np.fromiter(undefined, int)
     g, amp, lam_rel = _nan_at(g, idx), _nan_at(amp, idx), np.where(np.isin(np.arange(rows.shape[0]), idx), 1.0, lam_rel)
@@ -474,7 +475,7 @@ class Timings:
 
 
 def curvature(family, theta, *, method=None, rtol=DEFAULT_RTOL, chunk_size=None, time_budget=None,
-              progress=None, mapper=None, caller="scalar_curvature", tiers=HIGH_PRECISION_TIERS):
+              progress=None, mapper=None, tiers=HIGH_PRECISION_TIERS):
     """The engine behind :func:`geometry.scalar_curvature` and :func:`geometry.sweep`.
 
     Returns ``(R, CurvatureInfo, Timings)`` with ``R`` of the leading shape of ``theta``.
@@ -504,7 +505,7 @@ def curvature(family, theta, *, method=None, rtol=DEFAULT_RTOL, chunk_size=None,
         t0 = time.perf_counter()
         if fam.dim == 1:  # R = 0 identically; only the metric must be definite
             if not fam.definite_by_construction and n:
-                g = mapper.map(_metric_kernel, fam, rows, prepare, None, chunk)
+                g = mapper.map(metric_kernel, fam, rows, prepare, None, chunk)
                 lam = np.linalg.eigvalsh(g)
                 raise_if_indefinite(fam, rows, lam[:, 0] / np.max(np.abs(lam), axis=1))
             elif n:

@@ -678,18 +678,12 @@ class ExponentialFamily(Family):
 
     def output_errors(self) -> str | None:
         probe = jax.ShapeDtypeStruct((self.dim,), jnp.float64)
-        eta = jax.eval_shape(self.chart, probe)
-        out = jax.eval_shape(lambda e: self.log_partition(e, JAX), eta)
-        if out.shape != ():
-            return (
-                f"log_partition of {self.name} must return a scalar for an input of shape {eta.shape}, "
-                f"got shape {out.shape}; reduce it (e.g. sum) or fix the indexing"
-            )
-        if self.entropy_fn is not None:
+        out = jax.eval_shape(lambda t: self.log_partition(self.chart(t), JAX), probe)
+        msg = _shape_error(out.shape, f"log_partition of {self.name}", self.dim, scalar=True)
+        if msg is None and self.entropy_fn is not None:
             out = jax.eval_shape(lambda t: self.entropy_fn(t, JAX), probe)
-            if out.shape != ():
-                return f"entropy of {self.name} must return a scalar (nats) for theta of shape ({self.dim},), got shape {out.shape}"
-        return None
+            msg = _shape_error(out.shape, f"entropy of {self.name}", self.dim, scalar=True)
+        return msg
 
 
 def _gauss_log_partition(eta, xp):
@@ -761,6 +755,17 @@ def _check_dim(dim, what):
     return int(dim)
 
 
+def _shape_error(shape, what: str, dim: int, scalar: bool) -> str | None:
+    """The output-shape rule of user functions: a scalar (log-partition, entropy) or a vector of at
+    least two log-probabilities, for an input of shape ``(dim,)``; the message, or ``None``."""
+    if scalar and shape != ():
+        return f"{what} must return a scalar for an input of shape ({dim},), got shape {shape}; reduce it (e.g. sum) or fix the indexing"
+    if not scalar and (len(shape) != 1 or shape[0] < 2):
+        return (f"{what} must return a 1-d vector of log-probabilities (one per outcome, at least 2) for theta of "
+                f"shape ({dim},), got shape {shape}")
+    return None
+
+
 def _probe(fn, dim: int, what: str, lowerable: bool, scalar: bool):
     """Call a user function once in every namespace it will be lowered to (JAX by shape, sympy on
     symbols), at construction, so that a wrong namespace, a wrong ``dim`` or a wrong return type is
@@ -780,13 +785,9 @@ def _probe(fn, dim: int, what: str, lowerable: bool, scalar: bool):
         ) from None
     if isinstance(out, (list, tuple)):
         raise TypeError(f"{what} returns a {type(out).__name__}; return xp.vector([...]) (a JAX array for xp = JAX)")
-    if scalar and out.shape != ():
-        raise ValueError(f"{what} must return a scalar for an input of shape ({dim},), got shape {out.shape}")
-    if not scalar and (len(out.shape) != 1 or out.shape[0] < 2):
-        raise ValueError(
-            f"{what} must return a 1-d vector of log-probabilities (one per outcome, at least 2) for theta of "
-            f"shape ({dim},), got shape {out.shape}"
-        )
+    msg = _shape_error(out.shape, what, dim, scalar)
+    if msg:
+        raise ValueError(msg)
     if lowerable:
         syms = list(sympy.symbols(f"t0:{dim}", real=True))
         try:
@@ -893,12 +894,7 @@ class DiscreteFamily(Family):
 
     def output_errors(self) -> str | None:
         out = jax.eval_shape(lambda t: self.log_probs(t, JAX), jax.ShapeDtypeStruct((self.dim,), jnp.float64))
-        if len(out.shape) != 1 or out.shape[0] < 2:
-            return (
-                f"log_probs of {self.name} must return a 1-d vector of log-probabilities (one per outcome, at least 2) "
-                f"for theta of shape ({self.dim},), got shape {out.shape}"
-            )
-        return None
+        return _shape_error(out.shape, f"log_probs of {self.name}", self.dim, scalar=False)
 
 
 def discrete_family(log_probs, dim: int, name: str | None = None) -> Family:

@@ -56,15 +56,15 @@ def metric_diagnostics(family: Family, theta):
     Gaussian far from 0 loses :math:`(\mu/\sigma)^2`); the amplification
     :math:`\max(|J|^\top|H||J|)/\max|g|` measures it (1 for families without a chart).
     """
-    g = family.metric(theta)
     potential = family.potential()
     if potential is not None and potential[1] is not None:
+        # the metric is J^T H J here: form it from the same H and J as its amplification (once)
         psi, chart = potential
-        eta = chart(theta, JAX)
-        h = jax.hessian(lambda e: psi(e, JAX))(eta)
+        h = jax.hessian(lambda e: psi(e, JAX))(chart(theta, JAX))
         jac = jax.jacfwd(lambda t: chart(t, JAX))(theta)
+        g = jac.T @ h @ jac
         amp = jnp.max(jnp.abs(jac).T @ jnp.abs(h) @ jnp.abs(jac)) / jnp.max(jnp.abs(g))
     else:
-        amp = jnp.ones(())
+        g, amp = family.metric(theta), jnp.ones(())
     lam = jnp.linalg.eigvalsh(0.5 * (g + g.T))
     return g, amp, lam[0] / jnp.max(jnp.abs(lam))

@@ -456,25 +456,25 @@ def _curvature(family, theta, rtol, dps, clock):
         if not np.isfinite(log_scale):
             raise PrecisionExhausted("the cancellation magnitude is not representable")
         lost = log_scale - log_r  # digits lost relative to |R|
+        noise = log_r <= log_scale - dps
         if log_scale - dps < log_r - 1 and dps >= lost + target:  # error well below |R| and below rtol
-            err = float(10.0 ** (lost - dps))
+            candidate = (r, float(10.0 ** (lost - dps)))
+        elif noise and log_scale - dps <= LOG10_ZERO_ATOL:  # |R| below an absolute bound under float64's range
+            candidate = (mpmath.mpf(0), 0.0)
+        else:
+            candidate = None
+        if candidate is not None:
+            value, err = candidate
             if family.softmax_heads() is not None:  # centred cumulant formula: the estimate sees every loss
-                return r, err, dps
+                return value, err, dps
             # a lowered user definition may cancel while building the metric (an uncentred symbolic
             # Hessian of logsumexp), which the estimate cannot see: accept only when a second,
             # higher precision agrees
-            if _agrees(verified, r, scale, rtol, dps):
+            if _agrees(verified, value, scale, rtol, dps):
                 with mpmath.workdps(dps):
-                    diff = float(abs(r - verified[0]) / abs(r))
-                return r, max(err, diff), dps
-            verified = (r, scale)
-            dps = int(min(MAX_DPS, dps * 3 // 2 + 10))
-            continue
-        noise = log_r <= log_scale - dps
-        if noise and log_scale - dps <= LOG10_ZERO_ATOL:  # |R| below an absolute bound under float64's range
-            if family.softmax_heads() is not None or _agrees(verified, mpmath.mpf(0), scale, rtol, dps):
-                return mpmath.mpf(0), 0.0, dps
-            verified = (mpmath.mpf(0), scale)
+                    diff = float(abs(value - verified[0]) / abs(value)) if value != 0 else 0.0
+                return value, max(err, diff), dps
+            verified = (value, scale)
             dps = int(min(MAX_DPS, dps * 3 // 2 + 10))
             continue
         if log_scale - dps < log_r - 1:  # |R| is resolved: size the precision from it

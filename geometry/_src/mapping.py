@@ -39,8 +39,6 @@ DEFAULT_CHUNK = 4096
 #: Calls on at least this many points of a family with ``dim <= MAX_UNROLLED_DIM`` compile its
 #: array leaves in as constants (one compilation per family rather than per key shape).
 CONSTANT_LEAVES_MIN_POINTS = 1 << 17
-#: Upper bound on points per chunk (per device): beyond it a chunk only costs memory.
-MAX_CHUNK = 1 << 20
 
 
 def pad_rows(block: np.ndarray, size: int) -> np.ndarray:
@@ -94,6 +92,21 @@ def _empty_outputs(kernel, family):
     return jax.tree_util.tree_map(lambda s: np.zeros((0,) + s.shape, s.dtype), probe)
 
 
+def _pipelined(rows, step: int, prepare, run, collect, to_host=np.asarray) -> int:
+    """Chunks of ``step`` rows: ``prepare`` each, pad it, ``run`` it (asynchronous dispatch) and copy out the
+    previous chunk's results meanwhile (at most two chunks in flight).  Returns the number of chunks."""
+    pending, chunks = None, 0
+    for start in range(0, rows.shape[0], step):
+        block = prepare(rows[start : start + step], start)
+        res = run(pad_rows(block, step))
+        if pending is not None:
+            collect(*pending, to_host=to_host)
+        pending = (start, block.shape[0], res)
+        chunks += 1
+    collect(*pending, to_host=to_host)
+    return chunks
+
+
 class _Collector:
     """Preallocated host outputs, filled chunk by chunk."""
 
@@ -130,15 +143,8 @@ class LocalMapper:
         chunk = _chunk_for(int(self.chunk or chunk or DEFAULT_CHUNK), n)
         static, leaves = _split(family, n)
         fn = _local_program(kernel, static, chunk)
-        collect, pending = _Collector(n, progress), None
-        for start in range(0, n, chunk):
-            block = prepare(rows[start : start + chunk], start)
-            k = block.shape[0]
-            res = fn(leaves, jnp.asarray(pad_rows(block, chunk)))
-            if pending is not None:
-                collect(*pending)
-            pending = (start, k, res)
-        collect(*pending)
+        collect = _Collector(n, progress)
+        _pipelined(rows, chunk, prepare, lambda block: fn(leaves, jnp.asarray(block)), collect)
         return collect.result()
 
 
@@ -209,16 +215,10 @@ class ShardedMapper:
         fn, sharding, replicated, self.trace_key = _sharded_program(kernel, static, self.devices, chunk, family.dim, specs)
         self.compile_seconds += time.perf_counter() - t0  # 0 s when the program is reused
         leaves = jax.device_put(tuple(jnp.asarray(leaf) for leaf in leaves), replicated)
-        collect, pending, self.chunks = _Collector(n, progress), None, 0
-        for start in range(0, n, step):
-            block = prepare(rows[start : start + step], start)
-            k = block.shape[0]
-            block = pad_rows(block, step)
-            arr = jax.make_array_from_callback(block.shape, sharding, lambda idx, f=block: f[idx])
-            res = fn(leaves, arr)  # asynchronous: the host prepares the next chunk meanwhile
-            if pending is not None:
-                collect(*pending, to_host=_to_host)
-            pending = (start, k, res)
-            self.chunks += 1
-        collect(*pending, to_host=_to_host)
+        collect = _Collector(n, progress)
+
+        def run(block):
+            return fn(leaves, jax.make_array_from_callback(block.shape, sharding, lambda idx: block[idx]))
+
+        self.chunks = _pipelined(rows, step, prepare, run, collect, _to_host)
         return collect.result()

@@ -319,7 +319,7 @@ def cumulant_batch_major(family: Family, x):
     """
     if not unrolled_ok(family):
         raise ValueError(f"cumulant_batch_major needs a softmax-linear family with dim <= {MAX_UNROLLED_DIM}; got {family!r}")
-    n = sum(h.keys.shape[0] for h in family.heads)
+    n = num_atoms(family)
     w, u, s = _atoms_batch_major(family, x, normalised=gram_form(n, family.dim))
     t2, tau2, kappa = _contractions_batch_major(w, u)
     r = 0.25 * (t2 - tau2)

@@ -107,7 +107,7 @@ def sweep(
     chunk_size = engine.check_chunk_size(chunk_size, "points per device per step")
     mapper = ShardedMapper(_check_devices(devices), chunk_size)
     r, info, timings = engine.curvature(fam, theta, method=method, rtol=rtol, chunk_size=chunk_size,
-                                        time_budget=time_budget, progress=progress, mapper=mapper, caller="sweep")
+                                        time_budget=time_budget, progress=progress, mapper=mapper)
     if not return_info:
         engine.warn_undefined(info, "sweep", stacklevel=2)
     stats = SweepStats(
