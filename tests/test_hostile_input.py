@@ -162,3 +162,61 @@ def test_user_functions_are_checked_in_every_namespace_at_construction(make, err
 def test_family_class_refuses_invalid_leaves(keys, scale, match):
     with pytest.raises(ValueError, match=match):
         geometry.SoftmaxLinear((geometry.Head(keys, np.asarray(scale)),), name="direct", dim=2)
+
+
+# --------------------------------------------------------------------------- the error model does not trust the value
+
+
+def test_error_estimate_never_certifies_a_value_its_terms_cannot_resolve():
+    """err = delta / (|R~| - delta) with delta = 64 eps M kappa formed from the terms: a computed |R~| at or
+    below delta gets inf however large it is; above, the bound uses |R~| - delta <= |R| (true)."""
+    from geometry._src.linalg import EPS, SAFETY, error_estimate
+
+    kappa = np.array([1.0, 1.0, 1.0, 4.0])
+    x = np.array([1.0, 2.0, 0.5, 0.25])  # delta / |R~|
+    cancel = x / (SAFETY * EPS)
+    with np.errstate(divide="ignore"):
+        est = error_estimate(cancel, kappa)
+    assert np.isinf(est[0]) and np.isinf(est[1])
+    np.testing.assert_allclose(est[2], 1.0, rtol=1e-15)  # delta = |R~| / 2: |R| >= |R~| / 2, err <= 1
+    assert np.isinf(est[3])  # kappa = 4 brings delta up to |R~|
+
+
+# --------------------------------------------------------------------------- the budget within a point
+
+
+class _SpentAfterFirstRound:
+    """A clock with 0.5 ms left: any round predicted from a real one is refused."""
+
+    budget = 1.0
+
+    def expired(self):
+        return False
+
+    def remaining(self):
+        return 5e-4
+
+
+def test_time_budget_is_enforced_within_a_point(monkeypatch):
+    """A point that needs several precision rounds stops before a round predicted to outlast the budget."""
+    from geometry._src import highprec
+
+    calls = []
+    real = highprec.evaluate
+    monkeypatch.setattr(highprec, "evaluate", lambda f, t, d: calls.append(d) or real(f, t, d))
+    rng = np.random.default_rng(0)
+    fam = geometry.attention(rng.normal(size=(32, 6)), scale=1.0)
+    theta = rng.normal(size=6) * 30  # R ~ -6.6e53: needs a second round at 122 digits
+    with pytest.raises(highprec.BudgetExhausted, match="would take about"):
+        highprec.curvature(fam, theta, rtol=1e-9, clock=_SpentAfterFirstRound())
+    assert calls == [40]
+    value, err, used = highprec.curvature(fam, theta, rtol=1e-9)  # without a budget it needs the round
+    assert used > 40 and err < 1e-9
+
+
+def test_predicted_round_cost_grows_with_the_digits():
+    from geometry._src.highprec import predicted_round_seconds
+
+    assert predicted_round_seconds(1.0, 40, 40) == 1.0
+    ratios = [predicted_round_seconds(1.0, 40, d) for d in (122, 400, 1200, 4000)]
+    assert all(a < b for a, b in zip(ratios, ratios[1:])) and 1.0 < ratios[0] < 2.0

@@ -492,7 +492,7 @@ class DoubleDouble:
 
     def evaluate(self, family, rows, rtol, clock, mapper=None) -> Outcome:
         val, cancel, kappa, ok = evaluate(family, np.asarray(rows, np.float64), DD_CHUNK)
-        with np.errstate(invalid="ignore", over="ignore"):
+        with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
             est = error_estimate(cancel, kappa, EPS_DD)
         est = np.where(ok & (est >= 0), est, np.inf)
         return Outcome(np.where(ok, val, np.nan), est, np.full(val.shape[0], 32, np.int32))

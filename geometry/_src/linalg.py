@@ -7,11 +7,17 @@ number of the Jacobi-scaled metric (:func:`scaled_condition`).
 
 The error model of every route and tier (one definition, :func:`error_estimate`):
 
-.. math:: \mathrm{err} = 64\,\varepsilon\,c\,\max(\kappa, 1)
+.. math:: \delta = 64\,\varepsilon\,M\,\max(\kappa, 1), \qquad
+          \mathrm{err} = \frac{\delta}{|\tilde R| - \delta}\quad(|\tilde R| > \delta), \qquad
+          \mathrm{err} = \infty \quad(|\tilde R| \le \delta)
 
-with ``c`` the route's cancellation factor :math:`(|T|^2 + |\tau|^2)/|R|` (or the sum of
-absolute values of the terms over :math:`|R|`), :math:`\kappa` the scaled condition
-number and :math:`\varepsilon` the unit roundoff of the arithmetic.
+with :math:`M` the magnitude of the route's terms (:math:`|T|^2 + |\tau|^2`, or the sum of
+their absolute values), :math:`\kappa` the scaled condition number, :math:`\varepsilon` the
+unit roundoff of the arithmetic and :math:`\tilde R` the computed value.  :math:`\delta` is
+a bound on the *absolute* error that is formed from the terms alone; the relative error is
+then bounded with :math:`|\tilde R| - \delta`, a lower bound on the true :math:`|R|`, never
+with the computed :math:`|\tilde R|` it judges: a value that the terms cannot resolve
+(:math:`|\tilde R| \le \delta`) is never certified, however large it came out.
 """
 
 from __future__ import annotations
@@ -33,9 +39,12 @@ MAX_UNROLLED_DIM = 4
 
 
 def error_estimate(cancel, kappa, eps=EPS):
-    r"""The error model: :math:`64\,\varepsilon\,c\,\max(\kappa, 1)` (``cancel`` = :math:`c`, ``kappa`` from
-    :func:`scaled_condition`, numpy or JAX arrays; ``eps`` is the unit roundoff of the arithmetic used)."""
-    return SAFETY * eps * cancel * kappa.clip(1.0)
+    r"""The error model of the module docstring, :math:`\delta / (|\tilde R| - \delta)`, from ``cancel``
+    :math:`= M / |\tilde R|` and ``kappa`` (:func:`scaled_condition`; numpy or JAX arrays; ``eps`` is the
+    unit roundoff of the arithmetic used).  With :math:`x = \delta/|\tilde R| = 64\varepsilon\,c\,\kappa`
+    it is :math:`x / (1 - x)`, and ``inf`` for :math:`x \ge 1`."""
+    x = SAFETY * eps * cancel * kappa.clip(1.0)
+    return x / (1.0 - x.clip(None, 1.0))
 
 
 def scaled_condition(g, linv):
