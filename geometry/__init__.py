@@ -19,6 +19,7 @@ from ._src.api import (
     scalar_curvature_mp as scalar_curvature_mp,
 )
 from ._src.families import (
+    DensityFamily as DensityFamily,
     DiscreteFamily as DiscreteFamily,
     ExponentialFamily as ExponentialFamily,
     Family as Family,
@@ -26,18 +27,31 @@ from ._src.families import (
     SoftmaxLinear as SoftmaxLinear,
     attention as attention,
     categorical as categorical,
+    density_family as density_family,
     discrete_family as discrete_family,
     exponential_family as exponential_family,
     gaussian as gaussian,
     multihead_attention as multihead_attention,
     project_keys as project_keys,
+    RegressionFamily as RegressionFamily,
+    regression_family as regression_family,
+)
+from ._src.geodesics import (
+    GeodesicInfo as GeodesicInfo,
+    UndefinedGeodesicWarning as UndefinedGeodesicWarning,
+    exp_map as exp_map,
+    geodesic as geodesic,
+    geodesic_distance as geodesic_distance,
+    log_map as log_map,
+    sectional_curvature as sectional_curvature,
 )
 from ._src.mathns import JAX as JAX, MPMATH as MPMATH, SYMPY as SYMPY
 from ._src.sweep import SweepStats as SweepStats, sweep as sweep
 
 __all__ = [
-    "CurvatureInfo", "DiscreteFamily", "ExponentialFamily", "Family", "Head", "SoftmaxLinear", "JAX", "MPMATH", "STATUS_NAMES", "SYMPY", "UndefinedCurvatureWarning",
-    "attention", "categorical", "christoffel", "discrete_family", "entropy", "exponential_family",
-    "fisher_metric", "gaussian", "multihead_attention", "project_keys", "ricci", "riemann",
+    "CurvatureInfo", "DensityFamily", "DiscreteFamily", "RegressionFamily", "ExponentialFamily", "Family", "Head", "SoftmaxLinear", "JAX", "MPMATH", "STATUS_NAMES", "SYMPY", "UndefinedCurvatureWarning",
+    "attention", "categorical", "christoffel", "density_family", "discrete_family", "entropy", "exponential_family",
+    "fisher_metric", "gaussian", "multihead_attention", "project_keys", "regression_family", "ricci", "riemann",
     "scalar_curvature", "scalar_curvature_mp", "SweepStats", "sweep",
+    "GeodesicInfo", "UndefinedGeodesicWarning", "exp_map", "geodesic", "geodesic_distance", "log_map", "sectional_curvature",
 ]

@@ -61,6 +61,32 @@ def _gaussian_sampler(rng, count):
     return np.column_stack([rng.normal(0.0, 1.0, count), rng.uniform(0.5, 2.0, count)])
 
 
+def weibull_log_density(theta, x, xp):
+    """Weibull(shape k = theta0, scale lam = theta1) on x > 0."""
+    k, lam = theta[0], theta[1]
+    return xp.log(k / lam) + (k - 1) * xp.log(x / lam) - (x / lam) ** k
+
+
+def _weibull_sampler(rng, count):
+    return np.column_stack([rng.uniform(1.2, 4.0, count), rng.uniform(0.5, 3.0, count)])
+
+
+def two_exponential(theta, t, xp):
+    """Mean of a two-exponential decay model at time t."""
+    return xp.exp(-theta[0] * t) + xp.exp(-theta[1] * t)
+
+
+DECAY_TIMES = np.linspace(0.25, 4.0, 8)
+
+
+def _decay_sampler(rng, count):
+    return np.column_stack([rng.uniform(0.3, 0.9, count), rng.uniform(1.2, 3.0, count)])
+
+
+def _gamma_chart_sampler(rng, count):
+    return np.column_stack([rng.uniform(0.6, 4.0, count), rng.uniform(0.3, 3.0, count)])
+
+
 TOY_T = 0.5
 
 FAMILIES = [
@@ -74,6 +100,13 @@ FAMILIES = [
     ("affine_softmax3", geometry.discrete_family(affine_softmax_log_probs, dim=2, name="affine_softmax3"),
      _uniform(-1.0, 1.0, 2)),
     ("toy_tempered_simplex3", tempered_simplex(3, TOY_T), toy_sampler(TOY_T, 2)),
+    ("gamma_shape_scale", geometry.exponential_family(gamma_log_partition, dim=2, name="gamma(k, th)",
+                                                      natural=lambda t, xp: xp.vector([t[0] - 1, -1 / t[1]])),
+     _gamma_chart_sampler),
+    ("weibull_density", geometry.density_family(weibull_log_density, 2, (0.0, float("inf")), name="weibull"),
+     _weibull_sampler),
+    ("two_exp_regression", geometry.regression_family(two_exponential, DECAY_TIMES, sigma=0.1, name="two-exp decay"),
+     _decay_sampler),
 ]
 
 FAMILY_IDS = [f[0] for f in FAMILIES]

@@ -22,8 +22,8 @@ PACKAGE = "geometry"
 SRC = f"{PACKAGE}._src"
 
 #: bottom to top; a tuple is one layer whose members must not import each other
-LAYERS = ["mathns", "families", "fisher", "linalg", "tensors", "routes", "mapping", "tiers",
-          ("ddouble", "highprec"), "engine", ("api", "sweep")]
+LAYERS = [("mathns", "quadrature"), "families", "fisher", "linalg", "tensors", "routes", "mapping", "tiers",
+          ("ddouble", "highprec"), "engine", ("api", "sweep", "geodesics")]
 LAYER_OF = {name: i for i, entry in enumerate(LAYERS) for name in ((entry,) if isinstance(entry, str) else entry)}
 
 

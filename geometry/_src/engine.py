@@ -45,7 +45,15 @@ HIGH_PRECISION_TIERS = (ddouble.TIER, highprec.TIER)
 MAX_CHUNK_SIZE = 1 << 20
 #: Smallest eigenvalue over largest below which a float64 metric counts as indefinite.
 INDEFINITE_RTOL = -1e-12
-#: Normalisation error ``|log sum p|`` above which user log-probabilities are refused.
+#: For families whose metric may be singular (:attr:`geometry.Family.singular_is_undefined`): a high-precision
+#: metric whose smallest eigenvalue is below this fraction of its norm counts as singular.  Near a
+#: non-identifiable point the eigenvalue falls like the square of the distance, so this is a relative
+#: distance of about 1e-12 -- within a few thousand float64 ulps of the singular set.
+SINGULAR_RTOL = 1e-24
+#: ... and a float64 ``1/kappa`` (a lower bound of the eigenvalue ratio) below this sends the point to that test.
+SINGULAR_SCREEN = 1e-13
+#: Normalisation error above which a user definition is refused: ``|log sum p|`` of log-probabilities,
+#: ``|integral of p - 1|`` (by quadrature) of a density.
 NORMALISATION_ATOL = 1e-9
 
 __all__ = ["CurvatureInfo", "UndefinedCurvatureWarning", "STATUS_NAMES", "DEFAULT_RTOL"]
@@ -252,7 +260,7 @@ def block_checker(family: Family, name: str = "theta", total: int | None = None,
                 i = int(np.argmax(norm))
                 raise ValueError(
                     f"{family.defined_by} of {family.name} is not normalised at {name}[{start + i}] = {flat[i].tolist()}: "
-                    f"log sum p = {norm[i]:.3e}; return xp.log_softmax(logits) instead of raw logits"
+                    f"normalisation error {norm[i]:.3e} (tolerance NORMALISATION_ATOL = {NORMALISATION_ATOL:g}); {family.normalisation_fix}"
                 )
         return flat
 
@@ -363,8 +371,12 @@ def metric_kernel(family, theta):
     return fisher.metric(family, theta)
 
 
-def raise_if_indefinite(family: Family, rows, lam_rel, lam_override=None):
+def raise_if_indefinite(family: Family, rows, lam_rel, lam_override=None, singular=None):
     """Raise for points whose metric is not positive definite; return points that only *looked* indefinite.
+
+    For families whose metric is semi-definite by construction (:attr:`geometry.Family.singular_is_undefined`)
+    a metric that is not definite is *singular* (non-identifiable parameters), not bad input: with a
+    dict ``singular`` those points are added to it as ``{index: reason}`` instead of raising.
 
     ``lam_rel`` is the smallest over largest eigenvalue per point, or NaN where it is unknown (the
     route's Cholesky factorisation failed: the eigenvalues are computed here).  A float64 metric built
@@ -377,14 +389,19 @@ def raise_if_indefinite(family: Family, rows, lam_rel, lam_override=None):
         pts = np.asarray(rows[unknown], np.float64)
         lam = np.linalg.eigvalsh(LocalMapper().map(metric_kernel, family, pts, lambda b, s: b))
         lam_rel[unknown] = lam[:, 0] / np.max(np.abs(lam), axis=1)
-    bad = np.flatnonzero(~(lam_rel > INDEFINITE_RTOL))
+    # a semi-definite family's singular points are not negative: screen them by the float64 condition number
+    screen = SINGULAR_SCREEN if (singular is not None and family.singular_is_undefined) else INDEFINITE_RTOL
+    bad = np.flatnonzero(~(lam_rel > screen))
     looked = []
     for i in bad:
         i = int(i)
         point = np.asarray(rows[i], np.float64)
         if lam_override is None and family.lowerable:
             try:
-                definite, lam0 = highprec.is_positive_definite(highprec.metric(family, point))
+                gm = highprec.metric(family, point)
+                definite, lam0 = highprec.is_positive_definite(gm)
+                if family.singular_is_undefined:  # entries known to ~1e-12 of the largest: resolve singular from tiny
+                    definite = definite and lam0 > SINGULAR_RTOL * float(highprec.mpmath.mnorm(gm, 1))
             except highprec.PrecisionExhausted:
                 definite, lam0 = False, float("nan")
             if definite:
@@ -392,6 +409,10 @@ def raise_if_indefinite(family: Family, rows, lam_rel, lam_override=None):
                 continue
         else:
             lam0 = lam_override if lam_override is not None else float(np.linalg.eigvalsh(np.asarray(fisher.metric(family, jnp.asarray(point))))[0])
+        if singular is not None and family.singular_is_undefined:
+            singular[i] = (f"undefined: the Fisher metric is singular here (smallest eigenvalue {lam0:.3e}): the parameters "
+                           f"are not identifiable at this point ({family.definiteness_requirement})")
+            continue
         raise ValueError(
             f"the Fisher metric of {family.name} is not positive definite at theta[{i}] = {point.tolist()}: smallest "
             f"eigenvalue {lam0:.3e}; {bad.size} of {rows.shape[0]} points looked indefinite in float64. "
@@ -518,8 +539,8 @@ def curvature(family, theta, *, method=None, rtol=DEFAULT_RTOL, chunk_size=None,
             r, rel = out.value, out.rel_error
             if not fam.definite_by_construction:
                 # raises for truly indefinite metrics; points whose float64 metric only looked indefinite recompute
-                rel[raise_if_indefinite(fam, rows, out.extra[0])] = np.inf
-        for i, reason in prepare.undefined.items():  # valid points beyond float64: reported, not refused
+                rel[raise_if_indefinite(fam, rows, out.extra[0], singular=prepare.undefined)] = np.inf
+        for i, reason in prepare.undefined.items():  # valid points beyond float64, singular metrics: reported, not refused
             r[i], rel[i], status[i], reasons[i] = np.nan, np.inf, UNDEFINED, reason
         timings.float64 = time.perf_counter() - t0
     finally:

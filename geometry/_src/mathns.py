@@ -7,9 +7,14 @@ A family's defining function is written once against a namespace ``xp``::
 
 and the toolkit calls it with ``xp = JAX`` (numeric, differentiable, float64),
 ``xp = SYMPY`` (exact, symbolic) or ``xp = MPMATH`` (arbitrary precision).
-Only the handful of operations below are guaranteed in every namespace; a
-definition that needs something else can still be handed in as a plain JAX
-function (numeric side only).
+Every namespace offers the same names with the same meaning (:data:`NAMES`): the
+elementary functions (``exp``, ``log``, ``log1p``, ``expm1``, ``sqrt``, ``power``,
+``abs``, ``sin``, ``cos``, ``tan``, ``sinh``, ``cosh``, ``tanh``, ``arctan``), the
+special functions common in densities (``lgamma``, ``digamma``, ``erf``, ``erfc``,
+``log_i0`` = log of the modified Bessel function :math:`I_0`), the constant ``pi``
+and the vector helpers below.  A name a namespace lacks raises an ``AttributeError``
+that lists what it has.  A definition that needs something else can still be handed
+in as a plain JAX function (numeric side only).
 
 Vectors are ``jax.Array`` for JAX and Python lists for sympy / mpmath; index
 them with ``v[i]`` and build them with ``xp.vector([...])``.
@@ -18,7 +23,6 @@ them with ``v[i]`` and build them with ``xp.vector([...])``.
 from __future__ import annotations
 
 import math
-from types import SimpleNamespace
 
 import jax
 import jax.numpy as jnp
@@ -51,19 +55,58 @@ def stable_log_softmax(z):
     return d - jnp.log1p(s)
 
 
+class Namespace:
+    """A math namespace: fixed attributes, and an ``AttributeError`` listing them for any other name."""
+
+    def __init__(self, name: str, **functions):
+        self.name = name
+        self.__dict__.update(functions)
+
+    def __getattr__(self, attr):  # only called for names that are not there
+        if attr.startswith("__"):
+            raise AttributeError(attr)
+        have = ", ".join(sorted(k for k in self.__dict__ if k != "name"))
+        raise AttributeError(
+            f"the {self.name} math namespace has no {attr!r}; it has: {have}. Write the function with these "
+            "(the same names exist in geometry.JAX, geometry.SYMPY and geometry.MPMATH), or pass a plain JAX function"
+        )
+
+    def __repr__(self):
+        return f"<math namespace {self.name}>"
+
+
+def _jax_log_i0(x):
+    # i0e(x) = exp(-|x|) I0(x): log I0 without overflow for large |x|
+    return jnp.log(jax.scipy.special.i0e(x)) + jnp.abs(x)
+
+
 def _jax_logsumexp(z):
     z = jnp.asarray(z)
     z_max = jnp.max(z)
     return z_max + jnp.log(jnp.sum(jnp.exp(z - z_max)))
 
 
-JAX = SimpleNamespace(
-    name="jax",
+JAX = Namespace(
+    "jax",
     exp=jnp.exp,
     log=jnp.log,
     log1p=jnp.log1p,
+    expm1=jnp.expm1,
     sqrt=jnp.sqrt,
+    power=jnp.power,
+    abs=jnp.abs,
+    sin=jnp.sin,
+    cos=jnp.cos,
+    tan=jnp.tan,
+    sinh=jnp.sinh,
+    cosh=jnp.cosh,
+    tanh=jnp.tanh,
+    arctan=jnp.arctan,
     lgamma=jax.scipy.special.gammaln,
+    digamma=jax.scipy.special.digamma,
+    erf=jax.scipy.special.erf,
+    erfc=jax.scipy.special.erfc,
+    log_i0=_jax_log_i0,
     pi=jnp.pi,
     sum=lambda v: jnp.sum(jnp.asarray(v)),
     vector=lambda items: jnp.stack([jnp.asarray(t) for t in items]),
@@ -90,13 +133,27 @@ def _sympy_logsumexp(z):
     return sympy.log(sympy.Add(*[sympy.exp(t) for t in z]))
 
 
-SYMPY = SimpleNamespace(
-    name="sympy",
+SYMPY = Namespace(
+    "sympy",
     exp=sympy.exp,
     log=sympy.log,
     log1p=lambda t: sympy.log(1 + t),
+    expm1=lambda t: sympy.exp(t) - 1,
     sqrt=sympy.sqrt,
+    power=sympy.Pow,
+    abs=sympy.Abs,
+    sin=sympy.sin,
+    cos=sympy.cos,
+    tan=sympy.tan,
+    sinh=sympy.sinh,
+    cosh=sympy.cosh,
+    tanh=sympy.tanh,
+    arctan=sympy.atan,
     lgamma=sympy.loggamma,
+    digamma=sympy.digamma,
+    erf=sympy.erf,
+    erfc=sympy.erfc,
+    log_i0=lambda t: sympy.log(sympy.besseli(0, t)),
     pi=sympy.pi,
     sum=lambda v: sympy.Add(*list(v)),
     vector=list,
@@ -120,13 +177,27 @@ def _mp_log_softmax(z):
     return [z[i] - z[i_max] - lse for i in range(len(z))]
 
 
-MPMATH = SimpleNamespace(
-    name="mpmath",
+MPMATH = Namespace(
+    "mpmath",
     exp=mpmath.exp,
     log=mpmath.log,
     log1p=mpmath.log1p,
+    expm1=mpmath.expm1,
     sqrt=mpmath.sqrt,
+    power=mpmath.power,
+    abs=abs,
+    sin=mpmath.sin,
+    cos=mpmath.cos,
+    tan=mpmath.tan,
+    sinh=mpmath.sinh,
+    cosh=mpmath.cosh,
+    tanh=mpmath.tanh,
+    arctan=mpmath.atan,
     lgamma=mpmath.loggamma,
+    digamma=mpmath.digamma,
+    erf=mpmath.erf,
+    erfc=mpmath.erfc,
+    log_i0=lambda t: mpmath.log(mpmath.besseli(0, t)),
     pi=mpmath.pi,
     sum=lambda v: mpmath.fsum(v),
     vector=list,
@@ -136,3 +207,7 @@ MPMATH = SimpleNamespace(
 )
 
 del math
+
+#: The names every namespace offers (``diff`` is sympy's own, used by the symbolic lowering).
+NAMES = frozenset(k for k in JAX.__dict__ if k != "name")
+assert NAMES == frozenset(k for k in MPMATH.__dict__ if k != "name") == frozenset(k for k in SYMPY.__dict__ if k not in ("name", "diff"))

@@ -448,7 +448,9 @@ def kernel(route: Route, checked: bool):
 
     The estimate is :func:`geometry._src.linalg.error_estimate`; with ``checked`` (the
     precision-controlled default) it is at least :math:`64\,|R - R'|/|R|` for the
-    :func:`cross_check_route` ``R'`` (a wrapper around the route, not a branch inside it).
+    :func:`cross_check_route` ``R'`` (a wrapper around the route, not a branch inside it), and for a
+    family computed by a numerical rule (:meth:`geometry.Family.coarse`) it adds
+    :math:`\delta/(|R| - \delta)`, :math:`\delta = |R - R_{\mathrm{coarse}}|`.
     A negative or NaN estimate means garbage and becomes ``inf``.  ``definiteness`` is
     ``1/kappa`` (a lower bound of the scaled metric's smallest over largest eigenvalue)
     where the route's Cholesky factor exists, NaN where it does not, and 1 for families
@@ -461,6 +463,10 @@ def kernel(route: Route, checked: bool):
         other = cross_check_route(family, route) if checked else None
         if other is not None:
             est = jnp.maximum(est, SAFETY * jnp.abs(r - other.fn(family, theta)[0]) / jnp.abs(r))
+        coarse = family.coarse() if checked else None
+        if coarse is not None:  # a family computed by a numerical rule: its error is |R - R_coarse| at most
+            delta = jnp.abs(r - route.fn(coarse, theta)[0])
+            est = est + jnp.where(jnp.abs(r) > delta, delta / (jnp.abs(r) - delta), jnp.inf)
         est = jnp.where(est >= 0, est, jnp.inf)
         lowest = family.smallest_log_prob(theta)
         if lowest is not None:  # products of two probabilities would underflow: not float64's range
