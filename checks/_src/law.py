@@ -26,6 +26,15 @@ def _family_row(s: sweep.FamilySweep, seed: int) -> dict:
     if ok.sum() < 2 * fit.DEPENDENCE_BINS:
         row.update(holds=False, why=[f"only {int(ok.sum())} finite points"])
         return row
+    h, r = s.H[ok], s.R[ok]
+    if np.ptp(h) <= fit.CONSTANT_RTOL * max(np.max(np.abs(h)), 1.0):
+        # a family whose entropy does not depend on theta (a regression model: fixed noise): no slope exists;
+        # if R varies there, R is not a function of H at all
+        varies = np.ptp(r) > fit.CONSTANT_RTOL * max(np.max(np.abs(r)), np.finfo(float).tiny)
+        row.update(H_range=[float(h.min()), float(h.max())], R_range=[float(r.min()), float(r.max())], holds=False,
+                   why=[f"H is the same at every point ({h[0]:.6g} nats): no slope dR/dH exists"
+                        + (f", while R varies over [{r.min():.4g}, {r.max():.4g}]: R is not a function of H" if varies else "")])
+        return row
     f = fit.linear_fit(s.H, s.R, seed=seed)
     eta2 = fit.dependence(s.H, s.R)
     holds, why = verdicts.law_family(f, eta2)

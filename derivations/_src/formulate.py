@@ -259,10 +259,15 @@ def formulate(family, scale=None, coord_names: Sequence[str] | None = None) -> F
         raise ValueError(f"scale must be None or a positive sympy Symbol (sympy.Symbol('s', positive=True)), got {scale!r}")
     if family.kind == "softmax-linear":
         return _softmax(family, scale, coord_names)
-    if not family.lowerable:
-        raise NotImplementedError(
-            f"{family.name} is defined by a plain JAX function; write it as f(theta, xp) so it can be lowered to sympy"
-        )
+    plain_jax = NotImplementedError(
+        f"{family.name} is defined by a plain JAX function; write it as f(theta, xp) so it can be lowered to sympy"
+    )
     if family.kind == "exponential":
-        return _exponential(family, coord_names)
+        # only log_partition and the chart enter the metric: a JAX-only entropy does not stop the derivation
+        try:
+            return _exponential(family, coord_names)
+        except NotImplementedError:
+            raise plain_jax from None
+    if not family.lowerable:
+        raise plain_jax
     return _discrete(family, coord_names)

@@ -53,6 +53,8 @@ LEVEL = 6
 #: Nodes whose weight ``w_k p(x_k)`` is below ``exp(-LOG_WEIGHT_FLOOR)`` of the largest are dropped: they
 #: change no float64 digit of the integrals (1e-61 relative, times a score of any sane size).
 LOG_WEIGHT_FLOOR = 140.0
+#: A user log-density that is NaN or +inf at a node inside the support is refused, except beyond this |x|.
+UNCHECKED_ABS_X = 1e150
 #: Safeguarded Newton steps that move the rule's centre to the mode of the density of ``y``.
 NEWTON_STEPS = 12
 
