@@ -350,6 +350,75 @@ def geomstats_status(name=None, family=None, theta=None, reference=None, levi_ci
     return res
 
 
+# ---------------------------------------------------------------- geodesic distances (issue 15)
+
+#: pairs per configuration of the geodesic-distance benchmark, and the entropy range of its points
+GEODESIC_PAIRS, GEODESIC_PAIRS_QUICK = 32, 16
+GEODESIC_H_LOW = 1e-3
+
+
+def _points_with_entropy(geometry, fam, rng, k):
+    """``k`` points whose entropies are log-uniform from log(num_outcomes) down to GEODESIC_H_LOW (rays from 0)."""
+    n = fam.num_outcomes
+    targets = np.exp(rng.uniform(np.log(GEODESIC_H_LOW), np.log(0.999 * np.log(n)), size=k))
+    ts = np.geomspace(1e-3, 1e3, 2000)
+    out = np.empty((k, fam.dim))
+    for i, h in enumerate(targets):
+        v = rng.normal(size=fam.dim)
+        v /= np.linalg.norm(v)
+        hs = np.asarray(geometry.entropy(fam, ts[:, None] * v))
+        keep = np.flatnonzero(np.diff(hs) < 0)  # monotone part of the ray
+        out[i] = np.interp(np.log(h), np.log(hs[keep][::-1]), ts[keep][::-1]) * v
+    return out
+
+
+def geodesic_benchmark(geometry, quick):
+    """Distances per second and converged fraction of ``geometry.geodesic_distance`` on random pairs.
+
+    Two configurations (categorical n=4; attention n=16, m=2), pairs of points with entropies from
+    log n down to GEODESIC_H_LOW.  ``first_call_seconds`` includes compilation (one program per padded
+    batch size); ``pairs_per_second`` is a second call on the same pairs.  geomstats: its
+    ``CategoricalDistributions`` and ``DirichletDistributions`` have a Fisher-Rao distance, but the
+    driver (benchmarks/geomstats_driver.py) only times scalar curvature so far, so no comparison is run.
+    """
+    rng = np.random.default_rng(SEED + 15)
+    k = GEODESIC_PAIRS_QUICK if quick else GEODESIC_PAIRS
+    out = {}
+    for name, fam in (("categorical n=4", geometry.categorical(4)), ("attention n=16 m=2", geometry.attention(rng.normal(size=(16, 2))))):
+        a, b = _points_with_entropy(geometry, fam, rng, k), _points_with_entropy(geometry, fam, rng, k)
+        t0 = time.perf_counter()
+        geometry.geodesic_distance(fam, a, b, return_info=True)
+        first = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        d, info = geometry.geodesic_distance(fam, a, b, return_info=True)
+        steady = time.perf_counter() - t0
+        h = np.minimum(np.asarray(geometry.entropy(fam, a)), np.asarray(geometry.entropy(fam, b)))
+        conv = info.status == 0
+        low = h < 0.01
+        out[name] = {
+            "family": fam.name, "pairs": k, "first_call_seconds": first, "seconds": steady, "pairs_per_second": k / steady,
+            "converged_fraction": float(conv.mean()),
+            "converged_fraction_min_entropy_below_0.01": float(conv[low].mean()) if low.any() else None,
+            "entropy_range": [float(h.min()), float(np.max(np.asarray(geometry.entropy(fam, a))))],
+            "max_error_estimate_converged": float(info.error_estimate[conv].max()) if conv.any() else None,
+            "median_lm_iterations": float(np.median(info.iterations)), "median_ode_steps": float(np.median(info.steps)),
+            "undefined_reasons": sorted({r.split(":")[0] for r in info.reasons.values()}),
+        }
+    out["geomstats"] = {"skipped": "benchmarks/geomstats_driver.py times scalar curvature only; no geodesic-distance variant is wired"}
+    return out
+
+
+def print_geodesic_benchmark(res):
+    for name, rec in res.items():
+        if name == "geomstats":
+            print(f"  geomstats: skipped ({rec['skipped']})")
+            continue
+        print(f"  {name:20s} {rec['pairs_per_second']:8.2f} distances/s  (first call {rec['first_call_seconds']:.1f} s incl. compile; "
+              f"{rec['pairs']} pairs, H {rec['entropy_range'][0]:.1e}..{rec['entropy_range'][1]:.2f}; converged "
+              f"{rec['converged_fraction']:.0%}, {rec['converged_fraction_min_entropy_below_0.01']} of pairs with H < 0.01; "
+              f"median {rec['median_lm_iterations']:.0f} LM iterations, {rec['median_ode_steps']:.0f} ODE steps)")
+
+
 # ---------------------------------------------------------------- subprocess measurements
 
 SCALING_SCRIPT = textwrap.dedent(
@@ -396,6 +465,57 @@ MEMORY_SCRIPT = textwrap.dedent(
     """
     % SEED
 )
+
+
+def _weibull_log_density(theta, x, xp):
+    k, lam = theta[0], theta[1]
+    return xp.log(k / lam) + (k - 1) * xp.log(x / lam) - (x / lam) ** k
+
+
+def _two_exponential(theta, t, xp):
+    return xp.exp(-theta[0] * t) + xp.exp(-theta[1] * t)
+
+
+def new_kinds_benchmark(geometry, quick):
+    """Points per second of the Fisher metric and of the precision-controlled scalar curvature for a
+    two-parameter density family (Weibull, by quadrature) and a two-parameter regression model
+    (two-exponential decay at 8 times), best of 3 after a first (compiling) call on the same points."""
+    rng = np.random.default_rng(SEED + 14)
+    fams = [
+        ("density weibull(k, lam)", geometry.density_family(_weibull_log_density, 2, (0.0, float("inf")), name="weibull"),
+         np.column_stack([rng.uniform(1.2, 4.0, 4096), rng.uniform(0.5, 3.0, 4096)])),
+        ("regression two-exp decay", geometry.regression_family(_two_exponential, np.linspace(0.25, 4.0, 8), sigma=0.1),
+         np.column_stack([rng.uniform(0.3, 0.9, 4096), rng.uniform(1.2, 3.0, 4096)])),
+    ]
+    out = {}
+    for name, fam, pts in fams:
+        k_metric, k_curv = (512, 128) if quick else (4096, 1024)
+        res = {}
+        for what, fn, k in (("metric", geometry.fisher_metric, k_metric), ("curvature", geometry.scalar_curvature, k_curv)):
+            fn(fam, pts[:k])
+            best = float("inf")
+            for _ in range(2 if quick else 3):
+                t0 = time.perf_counter()
+                val = fn(fam, pts[:k])
+                best = min(best, time.perf_counter() - t0)
+            res[what] = {"points": k, "seconds": best, "points_per_second": k / best}
+        _, info = geometry.scalar_curvature(fam, pts[:k_curv], return_info=True)
+        res["curvature"]["counts"] = info.counts()
+        venv = os.path.exists(os.path.join(ROOT, ".venv-geomstats", "bin", "python"))
+        res["geomstats"] = ("not applicable (geomstats has no data-model manifolds)" if not name.startswith("density") else
+                            "not measured: the geomstats driver has no FisherRaoMetric case yet" if venv else
+                            "skipped: .venv-geomstats is absent (geomstats runs only in its own virtual environment)")
+        out[name] = res
+    return out
+
+
+def print_new_kinds_benchmark(res):
+    print("\n== user family kinds (density by quadrature, regression model)")
+    for name, r in res.items():
+        c = r["curvature"]
+        print(f"  {name:26s} metric {_fmt_rate(r['metric']['points_per_second'])}  curvature (default) "
+              f"{_fmt_rate(c['points_per_second'])}  ({c['points']} pts: {c['counts']['float64']} float64, "
+              f"{c['counts']['high_precision']} high precision, {c['counts']['undefined']} undefined)")
 
 
 def _subprocess_json(script, args, env_extra=None, timeout=900):
@@ -554,6 +674,16 @@ def main(argv=None):
     fig = os.path.join(args.out, "cost_vs_size.png")
     plot_cost(cost, fig)
     results["figures"] = [os.path.basename(fig)]
+
+    print("\n== geodesic distances (geometry.geodesic_distance; issue 15)")
+    if quick:  # ~1 min of compilation per family and ~0.2-1 distances/s: the full run only
+        results["geodesics"] = {"skipped": "--quick: the geodesic-distance section runs in the full benchmark only"}
+        print(f"  {results['geodesics']['skipped']}")
+    else:
+        results["geodesics"] = geodesic_benchmark(geometry, quick)
+        print_geodesic_benchmark(results["geodesics"])
+    results["user_kinds"] = new_kinds_benchmark(geometry, quick)
+    print_new_kinds_benchmark(results["user_kinds"])
 
     counts = [1, 2] if quick else [1, 2, 4]
     pts = 50_000 if quick else 2_000_000

@@ -26,6 +26,9 @@ def test_every_figure_function_writes_a_png(tmp_path):
                                  str(tmp_path / "c.png"), "rays"),
         figures.low_entropy_loglog([dict(label="r", H=np.geomspace(1e-30, 1e-1, 10), R=-np.geomspace(1e15, 1, 10), exponent=-0.5)],
                                    str(tmp_path / "d.png"), "limit"),
+        figures.geodesic_distances_vs_entropy([dict(label="r", H=np.geomspace(1e-6, 0.3, 8), step=np.geomspace(1e-5, 0.1, 8),
+                                                     same_key=np.r_[0.5, 0.4, np.full(6, np.nan)], step_size=0.5)],
+                                              str(tmp_path / "f.png"), "distances"),
         figures.summary_page([dict(id="x", verdict="fails", summary="because"), dict(id="y", verdict="error", summary="x" * 300)],
                              str(tmp_path / "e.png"), "summary"),
     ]

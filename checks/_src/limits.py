@@ -35,6 +35,17 @@ LIMIT_TIME_BUDGET_QUICK = 20.0
 T_GRID = np.geomspace(1e-3, 1e5, 4000)
 #: entropy at which the reference ray length is read off
 DISTANCE_REF_H = 1e-3
+#: true geodesic distances (geometry.geodesic_distance): the families (one compile each, ~20 s), the
+#: Euclidean step in query space, and the angle between two queries that attend to the same key
+GEODESIC_FAMILIES = ("categorical n=3", "attention n=4 m=2 keys#0")
+GEODESIC_FAMILIES_QUICK = ("categorical n=3",)
+GEODESIC_STEP = 0.5
+SAME_KEY_ANGLE = 0.15
+#: entropies of the geodesic measurements: RAY_H_MAX down to this (below ~1e-5 the float64 geodesic
+#: solve of pairs far apart in logits stops converging: geometry._src.geodesics documents why; pairs
+#: that do not converge are counted undefined, never used)
+GEODESIC_H_MIN = 1e-7
+GEODESIC_POINTS, GEODESIC_POINTS_QUICK = 8, 8
 
 
 def _ray_families(ctx):
@@ -149,21 +160,101 @@ def distances_blow_up(ctx) -> Result:
             metric_eig_min_end=float(lam[-1, 0]),
             blow_up=verdicts.distances_blow_up(l_ref, l_far),
         ))
+    geo_rows, geo_plot = _geodesic_distances(ctx, rs)
     # categorical simplex: random pairs, including near-vertex ones, never exceed pi
     rng = ctx.rng(600)
     n = 6
     logits = rng.normal(size=(4000, 2, n)) * np.exp(rng.uniform(0, np.log(80), size=(4000, 2, 1)))
     p = np.exp(sweep.softmax_log_probs(logits))
     d = fisher_rao_simplex(p[:, 0], p[:, 1])
-    n_blow = sum(r["blow_up"] for r in rows)
-    verdict = verdicts.aggregate(n_blow, len(rows))
+    n_blow_rays = sum(r["blow_up"] for r in rows)
+    cases = [(g["family"], kind, g[kind]) for g in geo_rows for kind in ("step", "same_key")]
+    measured = [(f, k, c) for f, k, c in cases if c["blow_up"] is not None]
+    n_blow = sum(c["blow_up"] for _, _, c in measured)
+    # the verdict is decided by the true geodesic distances; ray lengths (upper bounds) when none converged
+    verdict = verdicts.aggregate(n_blow, len(measured)) if measured else verdicts.aggregate(n_blow_rays, len(rows))
     within = bool(d.max() <= verdicts.SIMPLEX_DIAMETER)
+    figs = []
+    if geo_plot:
+        figs.append(figures.geodesic_distances_vs_entropy(
+            geo_plot, ctx.figure_path("distances_vs_entropy.png"),
+            f"Fisher-Rao geodesic distances as H → 0: grow by >= {verdicts.DISTANCE_GROWTH_MIN:g}x on {n_blow} of {len(measured)} cases").split("/")[-1])
+    geo_text = "; ".join(
+        f"{f} {'step ' + format(GEODESIC_STEP, 'g') if k == 'step' else 'same key'}: "
+        f"{c['d_ref']:.3g} at H={c['H_ref']:.1e} → {c['d_far']:.3g} at H={c['H_far']:.1e} ({c['converged']}/{c['pairs']} converged)"
+        for f, k, c in measured)
     summary = (
-        f"Ray length (an upper bound on the induced distance) grows by >= {verdicts.DISTANCE_GROWTH_MIN:g}x from H=1e-3 to "
-        f"H=1e-30 on {n_blow} of {len(rows)} rays; it converges: "
+        f"True geodesic distances (geometry.geodesic_distance) grow by >= {verdicts.DISTANCE_GROWTH_MIN:g}x as H → 0 in "
+        f"{n_blow} of {len(measured)} cases; they shrink: {geo_text}. "
+        f"Context: ray length (an upper bound) grows by >= {verdicts.DISTANCE_GROWTH_MIN:g}x from H=1e-3 to "
+        f"H=1e-30 on {n_blow_rays} of {len(rows)} rays; it converges: "
         + "; ".join(f"{r['family']}: {r['ray_length_to_H_1em3']:.4f} → {r['ray_length_to_H_min']:.4f}" for r in rows)
         + f". Largest metric eigenvalue at H=1e-30: {max(r['metric_eig_max_end'] for r in rows):.2e} (it shrinks, not grows). "
         f"Simplex n={n}: max Fisher-Rao distance over 4000 random pairs {d.max():.4f} <= π: {within}."
     )
-    return Result(verdict, thresholds, dict(rays=rows, simplex_pairs=dict(n=n, pairs=4000, max_distance=float(d.max()), within_diameter=within)),
-                  [], points, summary)
+    for g in geo_rows:
+        for kind in ("step", "same_key"):
+            c = g[kind]
+            points["total"] += c["pairs"]
+            points["float64"] += c["converged"]
+            points["undefined"] += c["pairs"] - c["converged"]
+    thresholds.append(Threshold("GEODESIC_STEP", GEODESIC_STEP, "step pairs: x and x + value * u (|u| = 1, Euclidean in query space)"))
+    thresholds.append(Threshold("GEODESIC_H_MIN", GEODESIC_H_MIN, "geodesic distances are measured from H = RAY_H_MAX down to H = value"))
+    thresholds.append(Threshold("SAME_KEY_ANGLE", SAME_KEY_ANGLE, "same-key pairs: t v and t v' with angle(v, v') = value rad, same argmax key"))
+    return Result(verdict, thresholds, dict(rays=rows, geodesics=geo_rows,
+                                            simplex_pairs=dict(n=n, pairs=4000, max_distance=float(d.max()), within_diameter=within)),
+                  figs, points, summary)
+
+
+def _same_key_direction(fam, v, angle):
+    """``v`` rotated by ``angle`` in a plane through a random direction, keeping the argmax key of every head."""
+    keys = [np.asarray(h.keys) for h in fam.heads]
+    e = np.eye(fam.dim)[np.argmin(np.abs(v))]
+    e = e - (e @ v) * v
+    e /= np.linalg.norm(e)
+    for a in (angle, -angle, angle / 2, -angle / 2):
+        w = np.cos(a) * v + np.sin(a) * e
+        if all(np.argmax(k @ w) == np.argmax(k @ v) for k in keys):
+            return w
+    return None
+
+
+def _growth(h, d, conv):
+    """The distance at the largest and at the smallest entropy where it converged, and the blow-up test."""
+    ok = np.flatnonzero(conv & np.isfinite(d))
+    out = dict(pairs=int(d.size), converged=int(ok.size), H=h.tolist(), distance=d.tolist())
+    if ok.size < 2:
+        return dict(out, d_ref=float("nan"), d_far=float("nan"), H_ref=float("nan"), H_far=float("nan"), blow_up=None)
+    i, j = ok[0], ok[-1]
+    return dict(out, d_ref=float(d[i]), d_far=float(d[j]), H_ref=float(h[i]), H_far=float(h[j]),
+                blow_up=verdicts.distances_blow_up(float(d[i]), float(d[j])))
+
+
+def _geodesic_distances(ctx, rs):
+    """True Fisher--Rao distances along each ray: to a point GEODESIC_STEP away, and to a same-key query."""
+    want = GEODESIC_FAMILIES_QUICK if ctx.quick else GEODESIC_FAMILIES
+    rows, plot = [], []
+    for s, v, t in rs:
+        if s.name not in want:
+            continue
+        fam = s.family
+        rng = ctx.rng(700 + len(rows))
+        u = rng.normal(size=fam.dim)
+        u /= np.linalg.norm(u)
+        w = _same_key_direction(fam, v, SAME_KEY_ANGLE)
+        h_grid = sweep.entropy(fam, T_GRID[:, None] * v)
+        targets = np.geomspace(RAY_H_MAX, GEODESIC_H_MIN, GEODESIC_POINTS_QUICK if ctx.quick else GEODESIC_POINTS)
+        with np.errstate(divide="ignore"):
+            t = np.interp(np.log(targets), np.log(h_grid[::-1]), T_GRID[::-1])
+        x = t[:, None] * v
+        a = np.concatenate([x, x])
+        b = np.concatenate([x + GEODESIC_STEP * u, t[:, None] * (w if w is not None else v)])
+        d, info = geometry.geodesic_distance(fam, a, b, return_info=True)
+        h = sweep.entropy(fam, x)
+        k = len(t)
+        conv = info.status == 0
+        step, same = _growth(h, d[:k], conv[:k]), _growth(h, d[k:], conv[k:])
+        reasons = sorted({r.split(":")[0] for r in info.reasons.values()})
+        rows.append(dict(family=s.name, step=step, same_key=same, undefined_reasons=reasons))
+        plot.append(dict(label=s.name, H=h, step=d[:k], same_key=d[k:], step_size=GEODESIC_STEP))
+    return rows, plot

@@ -146,6 +146,28 @@ def low_entropy_loglog(rays, path, title):
     return _save(fig, path)
 
 
+def geodesic_distances_vs_entropy(rows, path, title):
+    """True Fisher-Rao distances against H (log axes).  ``rows``: ``{"label", "H", "step", "same_key", "step_size"}``;
+    NaN marks a pair without a converged geodesic (not drawn)."""
+    fig, ax = plt.subplots(figsize=(7, 4.8))
+    for row in rows:
+        h = np.asarray(row["H"])
+        for key, style, what in (("step", "o-", f"x to x + {row['step_size']:g} u"), ("same_key", "s--", "two queries, same key")):
+            d = np.asarray(row[key], float)
+            ok = np.isfinite(d) & (d > 0)
+            ax.plot(h[ok], d[ok], style, ms=3, lw=1, label=f"{row['label']}: {what}")
+    ax.axhline(math.pi, color="grey", lw=0.6, ls=":", label="simplex diameter π")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.invert_xaxis()
+    ax.set_xlabel("entropy H (nats), decreasing to the right")
+    ax.set_ylabel("geodesic (Fisher-Rao) distance")
+    ax.legend(fontsize=7)
+    ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
 def summary_page(rows, path, title):
     """One-page verdict table.  ``rows``: ``{"id", "verdict", "summary"}`` (verdict may be "error")."""
     n = max(1, len(rows))
