@@ -126,6 +126,11 @@ class Family(eqx.Module):
         (the mpmath tier then integrates with ``mpmath.quad``), else ``None``."""
         return None
 
+    def rounding_floor(self, theta):
+        """Relative error of the family's own float64 construction that no route can see (a numerical rule's
+        rounded nodes), added to the estimate with :meth:`coarse`; ``0`` by default."""
+        return jnp.zeros(())
+
     def coarse(self):
         """The same family with a coarser numerical rule (``None``: the metric is exact up to rounding).
         The precision-controlled default takes the difference of the two curvatures as the error of
@@ -1060,6 +1065,10 @@ class DensityFamily(Family):
 
     def metric_constructions(self) -> dict:
         return {"score": self.metric}
+
+    def rounding_floor(self, theta):
+        c, s = quadrature.adapted_points(lambda x: self.log_density(theta, x, JAX), self.support, self.level)
+        return quadrature.node_rounding(c, s, self.support)
 
     def coarse(self):
         return DensityFamily(self.name, self.dim, self.log_density, self.support, self.entropy_fn, self.level - 1,

@@ -467,6 +467,7 @@ def kernel(route: Route, checked: bool):
         if coarse is not None:  # a family computed by a numerical rule: its error is |R - R_coarse| at most
             delta = jnp.abs(r - route.fn(coarse, theta)[0])
             est = est + jnp.where(jnp.abs(r) > delta, delta / (jnp.abs(r) - delta), jnp.inf)
+            est = est + SAFETY * family.rounding_floor(theta)
         est = jnp.where(est >= 0, est, jnp.inf)
         lowest = family.smallest_log_prob(theta)
         if lowest is not None:  # products of two probabilities would underflow: not float64's range
