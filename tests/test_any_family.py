@@ -259,6 +259,7 @@ def von_mises_r_expected(kappa):
         return float(2 * curv)
 
 
+@pytest.mark.slow  # 19 s of compiles; the beta comparison covers the same route in the default run
 def test_von_mises_density_metric_equals_exponential_form():
     g_exact = von_mises_metric_exact(VON_MISES_POINTS)
     assert rel(geometry.fisher_metric(VON_MISES_DENSITY, VON_MISES_POINTS), g_exact) < 1e-12
