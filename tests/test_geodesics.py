@@ -64,6 +64,7 @@ def test_categorical_distance_matches_the_sphere_closed_form():
     assert info.status.shape == (8,) and info.iterations.shape == (8,) and info.counts()["float64"] == 8
 
 
+@pytest.mark.slow  # 20 s of compiles; the simplex closed form is checked in the default run
 def test_gaussian_distance_matches_the_hyperbolic_closed_form():
     rng = np.random.default_rng(1)
     a = np.column_stack([rng.normal(size=8), np.exp(0.7 * rng.normal(size=8))])  # distances 0.3 .. 3
