@@ -135,15 +135,7 @@ def low_entropy_loglog(rays, path, title):
         pos = ok & (r > 0)
         ax.scatter(h[neg], -r[neg], marker="v", s=14, color=line.get_color())
         ax.scatter(h[pos], r[pos], marker="^", s=14, color=line.get_color(), facecolors="none")
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.invert_xaxis()
-    ax.set_xlabel("entropy H (nats), decreasing to the right")
-    ax.set_ylabel("|R| (▼ R<0, △ R>0)")
-    ax.legend(fontsize=7)
-    ax.set_title(title, fontsize=10)
-    fig.tight_layout()
-    return _save(fig, path)
+    return _save_entropy_log_axes(fig, ax, "|R| (▼ R<0, △ R>0)", title, path)
 
 
 def geodesic_distances_vs_entropy(rows, path, title):
@@ -157,11 +149,16 @@ def geodesic_distances_vs_entropy(rows, path, title):
             ok = np.isfinite(d) & (d > 0)
             ax.plot(h[ok], d[ok], style, ms=3, lw=1, label=f"{row['label']}: {what}")
     ax.axhline(math.pi, color="grey", lw=0.6, ls=":", label="simplex diameter π")
+    return _save_entropy_log_axes(fig, ax, "geodesic (Fisher-Rao) distance", title, path)
+
+
+def _save_entropy_log_axes(fig, ax, ylabel, title, path):
+    """Log-log axes with H decreasing to the right (the low-entropy limit on the right), legend, title; saved."""
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.invert_xaxis()
     ax.set_xlabel("entropy H (nats), decreasing to the right")
-    ax.set_ylabel("geodesic (Fisher-Rao) distance")
+    ax.set_ylabel(ylabel)
     ax.legend(fontsize=7)
     ax.set_title(title, fontsize=10)
     fig.tight_layout()

@@ -1057,6 +1057,10 @@ class DensityFamily(Family):
 
     def metric(self, theta):
         x, logq, _, _ = self._nodes(theta)
+        return self._metric_at(theta, x, logq)
+
+    def _metric_at(self, theta, x, logq):
+        """:math:`\sum_k q_k\,s_k s_k^\top` over the nodes ``x`` with log weights ``logq`` (scores ``s_k`` by autodiff)."""
         score = jax.vmap(lambda xk: jax.grad(lambda t: self.log_density(t, xk, JAX))(theta))(x)
         q = jnp.exp(logq)
         # dropped nodes carry no weight; 0 * inf must not turn into NaN there
@@ -1103,7 +1107,7 @@ class DensityFamily(Family):
         checked = inside & (jnp.abs(x) < quadrature.UNCHECKED_ABS_X)
         bad_value = jnp.any(checked & (jnp.isnan(lp) | (lp == jnp.inf)))
         total = jnp.sum(jnp.exp(logq))
-        return jnp.all(jnp.isfinite(self.metric(theta))) & ~bad_value, jnp.abs(total - 1.0)
+        return jnp.all(jnp.isfinite(self._metric_at(theta, x, logq))) & ~bad_value, jnp.abs(total - 1.0)
 
     def output_errors(self) -> str | None:
         out = jax.eval_shape(lambda t, x: self.log_density(t, x, JAX), jax.ShapeDtypeStruct((self.dim,), jnp.float64),
@@ -1236,11 +1240,10 @@ class RegressionFamily(Family):
         jac = jax.vmap(lambda x: jax.jacfwd(lambda t: jnp.ravel(jnp.asarray(self.model(t, x, JAX))))(theta))(jnp.asarray(self.inputs))
         return jac.reshape(-1, self.dim)
 
-    def _weights(self):
+    def _row_sigmas(self):
+        """sigma of every row of :meth:`jacobian` (a data point's sigma repeated for each of its outputs)."""
         n = jnp.asarray(self.inputs).shape[0]
-        sig = jnp.broadcast_to(jnp.asarray(self.sigma), (n,))
-        per_output = self.jacobian_rows // n
-        return jnp.repeat(sig**-2, per_output)
+        return jnp.repeat(jnp.broadcast_to(jnp.asarray(self.sigma), (n,)), self.jacobian_rows // n)
 
     @property
     def jacobian_rows(self) -> int:
@@ -1251,7 +1254,7 @@ class RegressionFamily(Family):
 
     def metric(self, theta):
         jac = self.jacobian(theta)
-        return jac.T @ (self._weights()[:, None] * jac)
+        return jac.T @ (self._row_sigmas()[:, None] ** -2 * jac)
 
     def metric_constructions(self) -> dict:
         return {"jacobian": self.metric}
@@ -1261,10 +1264,7 @@ class RegressionFamily(Family):
         return True
 
     def entropy(self, theta):
-        n = jnp.asarray(self.inputs).shape[0]
-        sig = jnp.broadcast_to(jnp.asarray(self.sigma), (n,))
-        per_output = self.jacobian_rows // n
-        return per_output * jnp.sum(0.5 * jnp.log(2 * jnp.pi * jnp.e * sig**2)) + 0.0 * jnp.sum(theta)
+        return jnp.sum(0.5 * jnp.log(2 * jnp.pi * jnp.e * self._row_sigmas() ** 2)) + 0.0 * jnp.sum(theta)
 
     @property
     def lowerable(self) -> bool:
