@@ -34,6 +34,7 @@ def _full_rank_keys(seed, n, m):
 
 ATTENTION_KEYS_8x2 = _full_rank_keys(1234, 8, 2)
 ATTENTION_KEYS_6x3 = _full_rank_keys(5678, 6, 3)
+ATTENTION_OFFSET_6 = np.array([0.75, -1.5, 0.0, 2.25, -0.5, 1.0])  # binary fractions: exact in every namespace
 MULTIHEAD_KEYS = [_full_rank_keys(91, 4, 2), _full_rank_keys(92, 4, 2)]
 
 
@@ -94,6 +95,8 @@ FAMILIES = [
     ("categorical4_T0.5", geometry.categorical(4, temperature=0.5), _uniform(-0.75, 0.75, 3)),
     ("attention8x2", geometry.attention(ATTENTION_KEYS_8x2), _normal(1.0, 2)),
     ("attention6x3", geometry.attention(ATTENTION_KEYS_6x3), _normal(1.0, 3)),
+    # a per-key logit offset, as MPNet's relative position bias (moves p only)
+    ("attention6x3_offset", geometry.attention(ATTENTION_KEYS_6x3, offset=ATTENTION_OFFSET_6), _normal(1.0, 3)),
     ("multihead2x4x2", geometry.multihead_attention(MULTIHEAD_KEYS), _normal(1.0, 2)),
     ("gaussian", geometry.gaussian(), _gaussian_sampler),
     ("gamma", geometry.exponential_family(gamma_log_partition, dim=2, name="gamma"), _gamma_sampler),

@@ -153,7 +153,10 @@ def _softmax(family, scale=None, coord_names=None) -> Formulation:
     for h in heads:
         # s * (K x) rather than (s K) x: the float64 product s * K would round once
         s = s_sym if s_sym is not None else exact_rational(h.scale)
-        logits.append([sympy.expand(s * zi) for zi in geometry.SYMPY.matvec(h.keys, list(coords))])
+        z = [sympy.expand(s * zi) for zi in geometry.SYMPY.matvec(h.keys, list(coords))]
+        if h.offset is not None:  # a logit offset moves p only: exact rationals, as the keys
+            z = [zi + exact_rational(b) for zi, b in zip(z, np.asarray(h.offset))]
+        logits.append(z)
 
     # 2. scores d_a log p_i in Q(u) (+ s), homogeneous of degree 0
     extra = [s_sym] if s_sym is not None else []

@@ -239,15 +239,19 @@ def supported(family: Family) -> bool:
 # program slow to compile (seconds to minutes) and slow to run.  Stage outputs are materialised.
 
 
-def _logits(keys, scale, x):
-    r""":math:`d_i = k_i - k_{top}` (exact) and :math:`y_i = s\,d_i\cdot x` for one point.
+def _logits(keys, scale, offset, x):
+    r""":math:`d_i = k_i - k_{top}` (exact) and :math:`y_i = s\,d_i\cdot x + (b_i - b_{top})` for one point.
 
     Formed from the exact differences, the error of :math:`y_i` is relative to :math:`|y_i|`
     itself, not to the (possibly much larger) logits.  Also the smallest ``y`` (float64).
+    ``offset`` ``b`` is ``None`` (no offset: nothing is added) or the ``(n,)`` logit offsets.
     """
-    top = jnp.argmax(keys @ x)  # the dominant key (a near-tie is harmless: p is normalised later)
+    z = scale * (keys @ x) if offset is None else scale * (keys @ x) + offset
+    top = jnp.argmax(z)  # the dominant key (a near-tie is harmless: p is normalised later)
     d = two_sum(keys, -keys[top][None, :])
     y = mul_f(total(mul_f(d, x[None, :]), axis=1), scale)
+    if offset is not None:
+        y = add(y, two_sum(offset, -offset[top]))
     return y, d, jnp.min(y[0])
 
 
@@ -430,10 +434,10 @@ def _stages(m: int):
             r, cancel, fold = gram(p, w)
             return r, cancel, kappa * fold
 
-    return v(_logits, (None, None, 0)), v(exp, (0,)), v(_atoms, (0, 0, None)), contractions
+    return v(_logits, (None, None, None, 0)), v(exp, (0,)), v(_atoms, (0, 0, None)), contractions
 
 
-def _cumulant(keys, scale, theta):
+def _cumulant(keys, scale, offset, theta):
     r"""The ``cumulant`` route in double-double for points ``theta`` of shape ``(B, m)``.
 
     Returns float64 numpy arrays ``(R, cancellation, kappa, ok)``: the tensor form of
@@ -445,7 +449,7 @@ def _cumulant(keys, scale, theta):
     """
     n, m = keys.shape
     logits, expo, atoms, contractions = _stages(m)
-    y, d, lowest = logits(keys, scale, theta)
+    y, d, lowest = logits(keys, scale, offset, theta)
     # atoms in the coordinates D x (powers of two, exact: R is invariant), so that extreme keys or
     # scales do not underflow the third moments (families.equilibration)
     p, u = atoms(expo(y), d, scale * equilibration([Head(keys, scale)]))
@@ -461,13 +465,14 @@ def evaluate(family: Family, theta: np.ndarray, chunk: int):
     """:func:`_cumulant` over ``theta`` (N, m) in fixed-size chunks (padded: one compilation per key shape)."""
     (head,) = family.softmax_heads()
     keys, scale = jnp.asarray(head.keys), jnp.asarray(head.scale, jnp.float64)
+    offset = None if head.offset is None else jnp.asarray(head.offset, jnp.float64)
     n, m = head.keys.shape
     if m > MAX_UNROLLED_DIM:
         chunk = max(1, min(chunk, GRAM_CHUNK_ELEMENTS // max(n * n, n * m * m)))
     outs = []
     for start in range(0, theta.shape[0], chunk):
         block = theta[start : start + chunk]
-        outs.append([a[: block.shape[0]] for a in _cumulant(keys, scale, jnp.asarray(pad_rows(block, chunk)))])
+        outs.append([a[: block.shape[0]] for a in _cumulant(keys, scale, offset, jnp.asarray(pad_rows(block, chunk)))])
     return [np.concatenate(parts) for parts in zip(*outs)]
 
 

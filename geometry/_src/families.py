@@ -258,15 +258,23 @@ def as_real_array(value, name: str, what: str) -> np.ndarray:
 
 
 class Head(eqx.Module):
-    """One softmax head: logits ``scale * keys @ x``; ``keys`` ``(n, m)`` and ``scale`` are leaves."""
+    r"""One softmax head: logits :math:`z = s\,K x + b`; ``keys`` ``(n, m)``, ``scale`` and ``offset`` are leaves.
+
+    ``offset`` (``(n,)`` or ``None`` for none) is a per-key logit offset, such as the relative
+    position bias of MPNet or T5.  It changes ``p`` only: the metric and the cumulants are still
+    the moments of the scaled keys :math:`s k_i` under ``p``, so every route and tier treats an
+    offset head like any other (with ``offset=None`` no addition is made at all, so the values
+    are those of the plain head bit for bit).
+    """
 
     keys: jax.Array | np.ndarray
     scale: jax.Array | np.ndarray
+    offset: jax.Array | np.ndarray | None = None
 
     def __check_init__(self):
         # invariants of the leaves, checked whenever they are concrete (traced leaves are checked by
         # the constructor that made them concrete, or not at all inside a transformation)
-        if is_traced((self.keys, self.scale)):
+        if is_traced((self.keys, self.scale, self.offset)):
             return
         keys, scale = np.asarray(self.keys), np.asarray(self.scale)
         if keys.ndim != 2 or not np.all(np.isfinite(keys)):
@@ -274,6 +282,16 @@ class Head(eqx.Module):
                              f"{int(np.sum(~np.isfinite(keys)))}; pass finite keys")
         if scale.shape != () or not (np.isfinite(scale) and scale > 0):
             raise ValueError(f"Head scale must be a finite number > 0, got {scale!r}; use e.g. 1/sqrt(m)")
+        if self.offset is not None:
+            off = np.asarray(self.offset)
+            if off.shape != (keys.shape[0],) or not np.all(np.isfinite(off)):
+                raise ValueError(f"Head offset must be a finite ({keys.shape[0]},) array (one logit offset per key), "
+                                 f"got shape {off.shape}; pass offset=None for no offset")
+
+    def logits(self, x):
+        r""":math:`z = s\,K x + b` in JAX for ``x`` of shape ``(..., m)`` (the leaves may be traced)."""
+        z = self.scale * jnp.einsum("nm,...m->...n", jnp.asarray(self.keys), x)
+        return z if self.offset is None else z + jnp.asarray(self.offset)
 
 
 def _as_keys(keys, name="keys"):
@@ -363,7 +381,7 @@ def softmax_atoms(heads, x):
     ws, us = [], []
     for h in heads:
         keys = jnp.asarray(h.keys)
-        logp = stable_log_softmax(h.scale * (keys @ x))
+        logp = stable_log_softmax(h.logits(x))
         p = jnp.exp(logp)
         a = jnp.argmax(logp)
         d = keys - keys[a]
@@ -396,9 +414,10 @@ def equilibration(heads, with_scale: bool = True):
 
 
 def _logit_bound(heads, theta) -> float:
-    r"""An upper bound on every :math:`|z_i| = s\,|k_i\cdot\theta|`: :math:`s\,\max_i\|k_i\|_1\,\max|\theta|`."""
+    r"""An upper bound on every :math:`|z_i| = |s\,k_i\cdot\theta + b_i|`: :math:`s\,\max_i\|k_i\|_1\,\max|\theta| + \max|b|`."""
     tmax = max(float(np.max(theta)), -float(np.min(theta)))
-    return max(float(h.scale) * float(np.max(np.sum(np.abs(h.keys), axis=1))) * tmax for h in heads)
+    return max(float(h.scale) * float(np.max(np.sum(np.abs(h.keys), axis=1))) * tmax
+               + (0.0 if h.offset is None else float(np.max(np.abs(h.offset)))) for h in heads)
 
 
 class SoftmaxLinear(Family):
@@ -438,8 +457,11 @@ class SoftmaxLinear(Family):
 
     def _logits(self, h, x, xp):
         if xp is JAX:  # keys and scale may be traced
-            return h.scale * (jnp.asarray(h.keys) @ x)
-        return xp.matvec(np.asarray(h.keys) * float(h.scale), x)
+            return h.logits(x)
+        if h.offset is None:
+            return xp.matvec(np.asarray(h.keys) * float(h.scale), x)
+        # the offset as one more column against a constant coordinate 1: exact in every namespace
+        return xp.matvec(np.hstack([np.asarray(h.keys) * float(h.scale), np.asarray(h.offset)[:, None]]), list(x) + [1])
 
     def log_partition(self, x, xp):
         r""":math:`\psi(x) = \sum_h \operatorname{logsumexp}(s_h K_h x)` in namespace ``xp``."""
@@ -457,8 +479,7 @@ class SoftmaxLinear(Family):
     def _score(self, theta):
         g = 0.0
         for h in self.heads_:
-            keys = jnp.asarray(h.keys)
-            g = g + score_metric(lambda t, h=h, keys=keys: stable_log_softmax(h.scale * (keys @ t)), theta)
+            g = g + score_metric(lambda t, h=h: stable_log_softmax(h.logits(t)), theta)
         return g
 
     def _hessian(self, theta):
@@ -473,7 +494,7 @@ class SoftmaxLinear(Family):
 
     def entropy(self, theta):
         # -p log p >= 0 termwise: no cancellation, and log p_max is accurate (log1p form).
-        return sum(entropy_of_log_probs(stable_log_softmax(h.scale * (jnp.asarray(h.keys) @ theta))) for h in self.heads_)
+        return sum(entropy_of_log_probs(stable_log_softmax(h.logits(theta))) for h in self.heads_)
 
     def potential(self):
         return (self.log_partition, None)
@@ -497,18 +518,37 @@ class SoftmaxLinear(Family):
         with np.errstate(over="ignore", invalid="ignore"):
             for h in self.heads_:
                 z = float(h.scale) * (flat @ np.asarray(h.keys).T)
+                if h.offset is not None:
+                    z = z + np.asarray(h.offset)[None, :]
                 mask |= ~np.isfinite(np.max(z, axis=-1) - np.min(z, axis=-1))
         reason = ("undefined: the logits' differences overflow float64 (> 1.8e308); such a point is a vertex "
                   "of the simplex to any precision. Rescale theta.")
         return (mask, reason) if mask.any() else None
 
 
-def _softmax(keys_list, scales, name, description):
-    if is_traced(keys_list) or is_traced(scales):
-        heads = tuple(Head(jnp.asarray(k, jnp.float64), jnp.asarray(s, jnp.float64)) for k, s in zip(keys_list, scales))
+def _softmax(keys_list, scales, name, description, offsets=None):
+    offsets = [None] * len(keys_list) if offsets is None else offsets
+    if is_traced(keys_list) or is_traced(scales) or is_traced(offsets):
+        arr = lambda v: None if v is None else jnp.asarray(v, jnp.float64)  # noqa: E731
     else:
-        heads = tuple(Head(np.asarray(k, np.float64), np.asarray(s, np.float64)) for k, s in zip(keys_list, scales))
+        arr = lambda v: None if v is None else np.asarray(v, np.float64)  # noqa: E731
+    heads = tuple(Head(arr(k), arr(s), arr(b)) for k, s, b in zip(keys_list, scales, offsets))
     return SoftmaxLinear(heads, name=name, dim=int(heads[0].keys.shape[1]), description=description)
+
+
+def _as_offset(offset, n: int, name: str):
+    """``None``, or a finite ``(n,)`` float64 array of logit offsets (a traced array passes unchecked)."""
+    if offset is None or isinstance(offset, jax.core.Tracer):
+        if offset is not None and offset.shape != (n,):
+            raise ValueError(f"{name} must have shape ({n},) (one logit offset per key), got {offset.shape}")
+        return offset
+    arr = as_real_array(offset, name, f"a ({n},) array of real logit offsets, one per key")
+    if arr.shape != (n,):
+        raise ValueError(f"{name} must have shape ({n},) (one logit offset per key), got {arr.shape}; "
+                         "pass offset=None for no offset")
+    if not np.all(np.isfinite(arr)):
+        raise ValueError(f"{name} contains NaN or inf (first at index {int(np.argmax(~np.isfinite(arr)))}); pass finite offsets")
+    return arr
 
 
 def _scale_for(scale, m, fix):
@@ -541,8 +581,8 @@ def categorical(n: int, temperature: float = 1.0) -> Family:
     return _softmax([keys], [1.0 / t], name, "softmax over n outcomes, last logit fixed at 0")
 
 
-def attention(keys, scale: float | None = None) -> Family:
-    r"""Attention distribution of one query: ``p(x) = softmax(scale * keys @ x)``.
+def attention(keys, scale: float | None = None, offset=None) -> Family:
+    r"""Attention distribution of one query: ``p(x) = softmax(scale * keys @ x + offset)``.
 
     ``keys`` is ``(n, m)`` (a traced array is accepted: the family is a pytree whose
     leaves are ``keys`` and ``scale``); the query ``x`` lives in ``R^m``; default
@@ -552,23 +592,33 @@ def attention(keys, scale: float | None = None) -> Family:
     which is definite iff the centred keys have rank ``m`` (checked here for
     concrete keys; the rank test equilibrates columns, so it is invariant under
     rescaling query coordinates).
+
+    ``offset`` (``(n,)``, default none) is added to the logits: a per-key bias such as
+    MPNet's relative position bias, :math:`p = \operatorname{softmax}(s K x + b)`.  It moves
+    ``p`` and nothing else: the metric is still :math:`s^2\,\mathrm{Cov}_p(k)` and the
+    curvature the same function of the moments of :math:`s k` under ``p`` (every route, tier
+    and the mpmath oracle add it to the logits exactly).
     """
     keys = _as_keys(keys)
     n, m = keys.shape
     s = _scale_for(scale, m, "Use scale > 0, e.g. 1/sqrt(m).")
+    offset = _as_offset(offset, n, "offset")
     if not is_traced((keys, s)):
         if not np.all(np.isfinite(keys * s)):
             raise ValueError(f"scale * keys overflows float64 (scale={s!r}); use a smaller scale or smaller keys")
         _check_head_rank(keys, "keys")
-    return _softmax([keys], [s], f"attention(n={n}, m={m})", "single-head attention of one query")
+    name = f"attention(n={n}, m={m})" if offset is None else f"attention(n={n}, m={m}, offset)"
+    return _softmax([keys], [s], name, "single-head attention of one query", [offset])
 
 
-def multihead_attention(keys_list, scale: float | None = None) -> Family:
+def multihead_attention(keys_list, scale: float | None = None, offsets=None) -> Family:
     r"""Independent heads reading the same query ``x in R^m``.
 
     The joint distribution is the product of the heads' softmaxes, so the Fisher
     metric and the entropy are sums over heads, and so are the third cumulants.
     Each head alone may be degenerate; the sum must be definite (checked).
+    ``offsets``: ``None`` or one ``(n_h,)`` logit offset (or ``None``) per head, as in
+    :func:`attention`.
     """
     if isinstance(keys_list, (np.ndarray, jax.Array)) and keys_list.ndim == 3:
         keys_list = list(keys_list)
@@ -591,8 +641,13 @@ def multihead_attention(keys_list, scale: float | None = None) -> Family:
                 "the query space has more dimensions than the keys can see; project the query "
                 "(geometry.project_keys on the stacked keys) or add heads"
             )
+    if offsets is not None:
+        if not isinstance(offsets, (list, tuple)) or len(offsets) != len(heads):
+            raise ValueError(f"offsets must be None or a list of {len(heads)} entries (an (n_h,) array or None per head), "
+                             f"got {type(offsets).__name__} of length {len(offsets) if hasattr(offsets, '__len__') else '?'}")
+        offsets = [_as_offset(b, k.shape[0], f"offsets[{i}]") for i, (b, k) in enumerate(zip(offsets, heads))]
     name = f"multihead(h={len(heads)}, n={'/'.join(str(k.shape[0]) for k in heads)}, m={m})"
-    return _softmax(heads, [s] * len(heads), name, "independent attention heads, same query")
+    return _softmax(heads, [s] * len(heads), name, "independent attention heads, same query", offsets)
 
 
 # --------------------------------------------------------------------------- exponential kind
@@ -1060,7 +1115,7 @@ class DensityFamily(Family):
         return self._metric_at(theta, x, logq)
 
     def _metric_at(self, theta, x, logq):
-        """:math:`\sum_k q_k\,s_k s_k^\top` over the nodes ``x`` with log weights ``logq`` (scores ``s_k`` by autodiff)."""
+        r""":math:`\sum_k q_k\,s_k s_k^\top` over the nodes ``x`` with log weights ``logq`` (scores ``s_k`` by autodiff)."""
         score = jax.vmap(lambda xk: jax.grad(lambda t: self.log_density(t, xk, JAX))(theta))(x)
         q = jnp.exp(logq)
         # dropped nodes carry no weight; 0 * inf must not turn into NaN there

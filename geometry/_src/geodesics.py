@@ -245,7 +245,7 @@ def embedding(family: Family):
     heads = family.softmax_heads()
     if heads:
         return lambda x: jnp.concatenate(
-            [2.0 * jnp.exp(0.5 * stable_log_softmax(h.scale * (jnp.asarray(h.keys) @ x))) for h in heads])
+            [2.0 * jnp.exp(0.5 * stable_log_softmax(h.logits(x))) for h in heads])
     if isinstance(family, DiscreteFamily):
         return lambda x: 2.0 * jnp.exp(0.5 * family.log_probs(x, JAX))
     return None

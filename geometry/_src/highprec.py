@@ -137,6 +137,8 @@ def softmax_atoms(family: Family, x):
         keys = [[_mpf(v) for v in row] for row in np.asarray(h.keys)]
         s = _mpf(h.scale)
         z = [s * mpmath.fsum(k * xi for k, xi in zip(row, x)) for row in keys]
+        if h.offset is not None:  # exact: an offset is a float64, an mpf holds it exactly
+            z = [zi + _mpf(b) for zi, b in zip(z, np.asarray(h.offset))]
         logp = MPMATH.log_softmax(z)
         p = [mpmath.exp(t) for t in logp]
         m = len(x)

@@ -232,6 +232,8 @@ def _atoms_batch_major(family: Family, x, normalised: bool = False):
     for h in heads:
         keys = jnp.asarray(h.keys)
         z = h.scale * sum(x[:, j : j + 1] * keys[None, :, j] for j in range(m))  # (B, n), fused into its consumers
+        if h.offset is not None:
+            z = z + jnp.asarray(h.offset)[None, :]
         scaled = keys * scale[None, :]
         zmax, k_top = _dominant_key(z, scaled)
         e = jnp.exp(z - zmax[:, None])  # e_top = 1 exactly
