@@ -121,3 +121,36 @@ def inverse(g):
     """``(g^{-1}, kappa)`` by Cholesky (NaN for a metric that is not numerically definite)."""
     linv = cholesky_inverse(g)
     return linv.T @ linv, scaled_condition(g, linv)
+
+
+def batched_cholesky_inverse(g):
+    r"""``(L, L^{-1})`` for a batch of metrics ``g`` ``(B, m, m)``, :math:`g = LL^\top`, in plain XLA operations.
+
+    Left-looking Cholesky, one column a step (:math:`L_{ij} = (g_{ij} - \sum_{k<j} L_{ik}L_{jk})/L_{jj}`),
+    then forward substitution for :math:`L^{-1}` one row a step, each step one batched
+    matrix-vector product: the same :math:`O(m^3)` operations as LAPACK's ``potrf``/``trtri``
+    in a different order, so the same backward error bounds (Higham 2002, Thm 10.3 and 8.5).
+    Why not LAPACK: XLA's CPU client calls LAPACK once per matrix of the batch, and a program
+    with several batched LAPACK calls at m = 64 deadlocked its thread pool here (every thread
+    waiting; cf. jax-ml/jax#25861), where these loops run.  A non-positive pivot gives NaN.
+    """
+    import jax
+
+    b, m, _ = g.shape
+    idx = jnp.arange(m)
+
+    def column(j, chol):
+        v = g[:, :, j] - jnp.einsum("bik,bk->bi", chol, chol[:, j, :])  # columns >= j of chol are still 0
+        pivot = jnp.sqrt(v[:, j])
+        col = jnp.where(idx[None, :] >= j, v / pivot[:, None], 0.0)
+        return chol.at[:, :, j].set(col)
+
+    chol = jax.lax.fori_loop(0, m, column, jnp.zeros_like(g))
+
+    def row(i, inv):
+        # row i of L^{-1}: (e_i - sum_{k<i} L_ik (L^{-1})_k) / L_ii (rows >= i of inv are still 0)
+        r = (idx == i).astype(g.dtype)[None, :] - jnp.einsum("bk,bkj->bj", chol[:, i, :] * (idx < i)[None, :], inv)
+        return inv.at[:, i, :].set(r / chol[:, i, i][:, None])
+
+    linv = jax.lax.fori_loop(0, m, row, jnp.zeros_like(g))
+    return chol, linv
