@@ -46,12 +46,12 @@ from ._src.geodesics import (
     sectional_curvature as sectional_curvature,
 )
 from ._src.mathns import JAX as JAX, MPMATH as MPMATH, SYMPY as SYMPY
-from ._src.sweep import SweepStats as SweepStats, sweep as sweep
+from ._src.sweep import SweepOutput as SweepOutput, SweepStats as SweepStats, open_sweep as open_sweep, sweep as sweep
 
 __all__ = [
     "CurvatureInfo", "DensityFamily", "DiscreteFamily", "RegressionFamily", "ExponentialFamily", "Family", "Head", "SoftmaxLinear", "JAX", "MPMATH", "STATUS_NAMES", "SYMPY", "UndefinedCurvatureWarning",
     "attention", "categorical", "christoffel", "density_family", "discrete_family", "entropy", "exponential_family",
     "fisher_metric", "gaussian", "multihead_attention", "project_keys", "regression_family", "ricci", "riemann",
-    "scalar_curvature", "scalar_curvature_mp", "SweepStats", "sweep",
+    "scalar_curvature", "scalar_curvature_mp", "SweepOutput", "SweepStats", "open_sweep", "sweep",
     "GeodesicInfo", "UndefinedGeodesicWarning", "exp_map", "geodesic", "geodesic_distance", "log_map", "sectional_curvature",
 ]

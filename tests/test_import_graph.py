@@ -23,7 +23,7 @@ SRC = f"{PACKAGE}._src"
 
 #: bottom to top; a tuple is one layer whose members must not import each other
 LAYERS = [("mathns", "quadrature"), "families", "fisher", "linalg", "tensors", "routes", "mapping", "tiers",
-          ("ddouble", "highprec"), "engine", ("api", "sweep", "geodesics")]
+          ("ddouble", "highprec"), ("engine", "store", "processes"), ("api", "sweep", "geodesics")]
 LAYER_OF = {name: i for i, entry in enumerate(LAYERS) for name in ((entry,) if isinstance(entry, str) else entry)}
 
 

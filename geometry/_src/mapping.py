@@ -176,29 +176,33 @@ def _sharded_program(kernel: Callable, static, devices: tuple, chunk: int, dim: 
     return fn.lower(leaves, block).compile(), sharding, replicated, key
 
 
-def _to_host(x):
-    if jax.process_count() > 1:  # pragma: no cover - needs a cluster
-        from jax.experimental import multihost_utils  # noqa: PLC0415 (optional, multi-process only)
-
-        return np.asarray(multihost_utils.process_allgather(x, tiled=True))
-    return np.asarray(x)
-
-
 @dataclasses.dataclass
 class ShardedMapper:
     """Every step is ``len(devices) * chunk`` points sharded across ``devices`` (:func:`jax.shard_map`).
 
-    With several processes (``jax.distributed``), every process calls it with the same rows,
-    reads only the rows of the chunks its devices own, and the results are gathered to every
-    process.  ``chunks`` and ``trace_key`` record the last run (for :class:`geometry.SweepStats`).
+    ``devices`` must belong to this process (``jax.local_devices()``): in a program of several
+    processes each one maps its own share of the points (:mod:`geometry._src.processes`), so no
+    step waits on another process and no result crosses processes here.  ``points``: the size of
+    the whole sweep when this mapper sees it in parts (the choice of compiling the family's leaves
+    in as constants, :data:`CONSTANT_LEAVES_MIN_POINTS`, is then the same for every part).
+    ``chunks`` and ``trace_key`` record the last run (for :class:`geometry.SweepStats`).
     """
 
     devices: tuple
     chunk: int | None = None
+    points: int | None = None
     chunks: int = 0
     trace_key: object = None
     compile_seconds: float = 0.0
     chunk_used: int = 0
+
+    def __post_init__(self):
+        here = jax.process_index()
+        foreign = [d for d in self.devices if d.process_index != here]
+        if foreign:
+            raise ValueError(
+                f"ShardedMapper devices must belong to this process (jax.local_devices()), got {foreign[0]!r} of process "
+                f"{foreign[0].process_index}; geometry.sweep gives every process its own share of the points")
 
     def points_per_step(self, chunk: int) -> int:
         return len(self.devices) * int(self.chunk or chunk)
@@ -209,7 +213,7 @@ class ShardedMapper:
             return _empty_outputs(kernel, family)
         chunk = self.chunk_used = int(self.chunk or chunk or DEFAULT_CHUNK)
         step = chunk * len(self.devices)
-        static, leaves = _split(family, n)
+        static, leaves = _split(family, max(n, self.points or 0))
         specs = tuple((np.shape(leaf), jnp.asarray(leaf).dtype) for leaf in leaves)
         t0 = time.perf_counter()
         fn, sharding, replicated, self.trace_key = _sharded_program(kernel, static, self.devices, chunk, family.dim, specs)
@@ -220,5 +224,5 @@ class ShardedMapper:
         def run(block):
             return fn(leaves, jax.make_array_from_callback(block.shape, sharding, lambda idx: block[idx]))
 
-        self.chunks = _pipelined(rows, step, prepare, run, collect, _to_host)
+        self.chunks = _pipelined(rows, step, prepare, run, collect)
         return collect.result()
