@@ -1,5 +1,10 @@
-"""Plots for the checks: pure functions that take arrays and save one PNG each (Agg backend)."""
+"""Plots for the checks: pure functions that take arrays and save one PNG each (Agg backend).
 
+Importing this package installs the shared look of :mod:`figures.style` (sizes, fonts,
+the colour-blind-safe palette) as matplotlib's defaults.
+"""
+
+from . import style as style
 from ._src.plots import (
     curvature_entropy_fields as curvature_entropy_fields,
     geodesic_distances_vs_entropy as geodesic_distances_vs_entropy,
@@ -9,4 +14,7 @@ from ._src.plots import (
     temperature_rays as temperature_rays,
 )
 
-__all__ = ["curvature_entropy_fields", "geodesic_distances_vs_entropy", "low_entropy_loglog", "r_vs_h_grid", "summary_page", "temperature_rays"]
+style.install()
+
+__all__ = ["curvature_entropy_fields", "geodesic_distances_vs_entropy", "low_entropy_loglog", "r_vs_h_grid", "style",
+           "summary_page", "temperature_rays"]

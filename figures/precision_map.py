@@ -10,16 +10,14 @@ from __future__ import annotations
 
 import math
 
-import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+from . import style
 
 STYLE = {
-    "default": dict(color="#2e7d32", marker="o", lw=2.0, label="default (precision-controlled)"),
-    "levi-civita": dict(color="#c62828", marker="x", lw=1.2, label="naive float64: autodiff Levi-Civita"),
-    "hessian": dict(color="#ef6c00", marker="^", lw=1.2, label="naive float64: autodiff Hessian"),
+    "default": dict(color=style.OKABE_ITO["blue"], marker="o", lw=2.2, label="default (precision-controlled)"),
+    "levi-civita": dict(color=style.OKABE_ITO["vermillion"], marker="x", lw=1.3, ls="--", label="naive float64: autodiff Levi-Civita"),
+    "hessian": dict(color=style.OKABE_ITO["reddish purple"], marker="^", lw=1.3, ls=":", label="naive float64: autodiff Hessian"),
 }
 
 
@@ -31,7 +29,7 @@ def precision_map_figure(rows, path, digits_required, blowup_factor, ncols=3):
     naive Levi-Civita reports ``|R| > blowup_factor * |R_true|``, annotated on the panel.
     """
     nrows = math.ceil(len(rows) / ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(4.6 * ncols, 3.5 * nrows), squeeze=False)
+    fig, axes = style.subplots(nrows, ncols, panel=(3.65, 2.9))
     for ax, row in zip(axes.flat, rows):
         xv = np.asarray(row["x_values"], np.float64)
         for method in ("levi-civita", "hessian", "default"):
@@ -39,31 +37,30 @@ def precision_map_figure(rows, path, digits_required, blowup_factor, ncols=3):
                 continue
             ax.plot(xv, row[method]["digits"], ms=4, **STYLE[method])
         ax.axhline(digits_required, color="grey", ls="--", lw=1)
-        ax.text(xv.min(), digits_required - 1.2, f"required {digits_required:g}", fontsize=7, color="grey", ha="right")
+        ax.text(xv.min(), digits_required - 1.6, f"required {digits_required:g}", fontsize=8, color="dimgrey", ha="right")
         ax.set_xscale("log")
         ax.invert_xaxis()
+        style.log_decades(ax, "x", max_ticks=5)
         ax.set_ylim(-0.5, 17.5)
-        ax.set_xlabel("sigma (mu = 1)" if row["x_axis"] == "sigma" else "entropy H (nats)")
-        ax.set_ylabel("correct digits")
+        ax.set_xlabel("σ at μ = 1 (dimensionless)" if row["x_axis"] == "sigma" else "entropy H (nats)")
+        ax.set_ylabel("correct digits of R")
         exact = row.get("exact")
         title = row["family"] + (f"   true R = {exact:g}" if exact is not None else "")
-        ax.set_title(title, fontsize=9)
+        ax.set_title(title)
         p = row.get("phantom_blowup")
         if p:
             bounded = row.get("exact") is not None  # true R constant: any growth is an artefact
             what = "a blow-up that is not there" if bounded else f"wrong by {p['max_ratio']:.0e}x"
             ax.annotate(
                 f"naive R = {p['R_naive']:.2g}\n(true {p['R_true']:.3g}):\n{what}",
-                xy=(p["x_at_max"], 0.0), xytext=(0.45, 0.62), textcoords="axes fraction", fontsize=7, color="#c62828",
-                arrowprops=dict(arrowstyle="->", color="#c62828", lw=0.8),
+                xy=(p["x_at_max"], 0.0), xytext=(0.40, 0.55), textcoords="axes fraction", fontsize=8, color=STYLE["levi-civita"]["color"],
+                arrowprops=dict(arrowstyle="->", color=STYLE["levi-civita"]["color"], lw=0.9),
             )
     for ax in list(axes.flat)[len(rows):]:
         ax.axis("off")
     handles, labels = axes.flat[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=3, fontsize=8, frameon=False)
-    fig.suptitle(f"Digits of accuracy of the scalar curvature vs the mpmath oracle (a phantom blow-up: |R_naive| > {blowup_factor:g} |R_true|)",
-                 fontsize=10)
-    fig.tight_layout(rect=(0, 0.05, 1, 0.96))
-    fig.savefig(path, dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    return path
+    fig.legend(handles, labels, loc="lower center", ncol=3, frameon=False)
+    fig.suptitle("Correct digits of the scalar curvature R against the mpmath oracle\n"
+                 f"(phantom blow-up: naive |R| > {blowup_factor:g} × true |R|)")
+    fig.tight_layout(rect=(0, 0.05, 1, 1))
+    return style.save(fig, path)

@@ -60,10 +60,14 @@ def test_cli_quick_run_reports_every_check_even_when_one_raises(tmp_path):
     assert by_id[CHEAP]["status"] == "ok"  # the failing check did not stop the others
     assert "deliberate failure" in (out / "report.md").read_text()
     html = (out / "index.html").read_text()
-    assert "<img src=" in html and (out / "summary.png").exists()
+    assert (out / "summary.png").exists() and (out / "report.html").exists()
+    assert html.count('<li class="card"') == 2  # the first screen: one entry per check, the failed one included
     for e in report["checks"]:
+        assert e["measured"] and f'id="card-{e["id"]}"' in html
         for f in e["figures"]:
             assert (out / f).exists() and f in html
+    assert by_id["boom"]["measured"].startswith("The check could not run: RuntimeError")
+    assert by_id[CHEAP]["measured_from"] == "template" and by_id[CHEAP]["quote"]
     assert not [p for p in os.listdir(tmp_path) if p.startswith(".rep-")]  # no temporary directory left behind
 
 
@@ -130,3 +134,61 @@ def test_register_family_validates_and_joins_the_sweep():
     finally:
         checks.unregister_family("exponential")
     assert "exponential" not in checks.user_families()
+
+
+# --------------------------------------------------------------------------- what the first screen says
+
+def test_every_quote_is_the_posts_words_and_every_check_says_what_it_measured():
+    from checks._src import post
+
+    quoted = [c for c in checks.all_checks() if c.quote]
+    assert len(quoted) >= 13  # the toolkit's own checks (precision-map, temperature-invariance) have none
+    for c in checks.all_checks():
+        assert c.measured, f"{c.id}: no 'measured' template"
+        if c.quote:
+            assert post.missing_passages(c.quote) == [], c.id
+
+
+def test_register_refuses_a_quote_that_is_not_in_the_post():
+    with pytest.raises(ValueError, match="verbatim"):
+        registry.Check(id="x", claim="c", run=lambda ctx: None, quote="Curvature is always exactly 42.")
+    with pytest.raises(ValueError, match="unknown filter"):
+        registry.Check(id="x", claim="c", run=lambda ctx: None, measured="{rays|median}")
+    ok = registry.Check(id="x", claim="c", run=lambda ctx: None, quote="Distances blow up. … Entropy plummets.")
+    assert ok.quote
+
+
+def test_measured_template_is_filled_from_the_measurements():
+    from checks._src.sentence import TemplateError, fill
+
+    m = {"rays": [{"holds": True, "k": -0.5}, {"holds": False, "k": 2.0}, {"holds": True, "k": None}],
+         "adam/literal": {"d": 0.01}, "sgd/literal": {"d": -0.02}, "adam/literal/extra": {"d": 9.0},
+         "rho": {"a": -0.3, "b": None, "c": 0.2}, "best": "inf", "MIN": 0.9}
+    assert fill("{rays.holds|count} of {rays|len}", m) == "2 of 3"
+    assert fill("{rays.k|known}, {rays.k|min:.1f}..{rays.k|max:.1f}, {rays.k|absmax:+.1f}", m) == "2, -0.5..2.0, +2.0"
+    assert fill("{*/literal.d|join:+.2f}", m) == "+0.01, -0.02"
+    assert fill("{rho|negative} of {rho|known}; {MIN:.0%}; {{literal}}", m) == "1 of 2; 90%; {literal}"
+    assert fill("{best:.1e}", m) == "inf"
+    for bad, why in (("{nope}", "no key 'nope'"), ("{rho.b:.2f}", "null"), ("{rays.k.x}", "not a mapping"),
+                     ("{rays|min}", "not a number"), ("{MIN|len}", "needs a list")):
+        with pytest.raises(TemplateError, match=why):
+            fill(bad, m)
+
+
+def test_a_template_that_does_not_fit_falls_back_to_the_summary_and_says_so():
+    from checks._src.report import measured_sentence
+
+    chk = registry.Check(id="x", claim="c", run=lambda ctx: None, measured="{missing:.2f} of it")
+    entry = dict(status="ok", thresholds=[], measurements={"n": 1}, summary="First part; 0.5 second part. Third.")
+    text, source = measured_sentence(chk, entry)
+    assert text == "First part." and source.startswith("summary (template:") and "missing" in source
+
+
+def test_figure_paths_are_made_relative_and_must_exist(tmp_path):
+    from checks._src.report import _figure_name
+
+    (tmp_path / "a.png").write_bytes(b"x")
+    assert _figure_name(str(tmp_path / "a.png"), str(tmp_path), "c") == "a.png"  # an absolute path from ctx.figure_path
+    assert _figure_name("a.png", str(tmp_path), "c") == "a.png"
+    with pytest.raises(FileNotFoundError, match="'c' lists figure"):
+        _figure_name("b.png", str(tmp_path), "c")

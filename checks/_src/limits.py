@@ -84,7 +84,8 @@ def rays(ctx):
     return out
 
 
-@register("low-entropy-limit", "When H → 0, R → C·α (a finite positive limit)", order=40)
+@register("low-entropy-limit", "When H → 0, R → C·α (a finite positive limit)", order=40, quote="When H → 0, R → C·α.",
+          measured="Following {rays|len} rays down to H ≈ {rays.smallest_H|max:.0e} nats, R settles to a finite positive value on {rays.holds|count}; the most extreme R at the end of a ray is {rays.R_at_smallest_H|absmax:.2g}.")
 def low_entropy_limit(ctx) -> Result:
     thresholds = [
         Threshold("GROWTH_EXPONENT_MAX", verdicts.GROWTH_EXPONENT_MAX, "per ray: R finite if |k| <= value in |R| ~ H^k (fit on H < 1e-3)"),
@@ -127,7 +128,9 @@ def fisher_rao_simplex(p, q):
     return 2.0 * np.arccos(np.clip(bc, -1.0, 1.0))
 
 
-@register("distances-blow-up", "Low entropy makes distances blow up; nearby points become disconnected", order=60)
+@register("distances-blow-up", "Low entropy makes distances blow up; nearby points become disconnected", order=60,
+          quote="The manifold pinches. Distances blow up. Nearby points become disconnected.",
+          measured="True geodesic distances grew ≥ {DISTANCE_GROWTH_MIN:g}× as H → 0 in {geodesics.step.blow_up|count} of {geodesics.step.blow_up|known} cases for neighbouring queries and {geodesics.same_key.blow_up|count} of {geodesics.same_key.blow_up|known} for queries attending to the same key; rays down to H ≈ {rays.H_min|max:.0e} have finite length (at most {rays.ray_length_to_H_min|max:.2f}), and no two of {simplex_pairs.pairs} random points of the simplex are farther apart than {simplex_pairs.max_distance:.4f} (π).")
 def distances_blow_up(ctx) -> Result:
     thresholds = [
         Threshold("DISTANCE_GROWTH_MIN", verdicts.DISTANCE_GROWTH_MIN,

@@ -15,6 +15,8 @@ from typing import Any, Callable
 
 import numpy as np
 
+from . import post, sentence
+
 HOLDS, FAILS, PARTIAL, UNDEFINED = "holds", "fails", "partial", "undefined"
 VERDICTS = (HOLDS, FAILS, PARTIAL, UNDEFINED)
 
@@ -69,22 +71,45 @@ class Context:
 
 @dataclasses.dataclass(frozen=True)
 class Check:
+    """A registered check.
+
+    ``claim``: what is tested, in one line.  ``quote``: the post's own words for it, word for
+    word from :data:`checks._src.post.TEXT` (passages may be joined by " … "); ``None`` for a
+    check of the toolkit itself, which the report lists apart from the post's claims.
+    ``measured``: a one-line template of what was measured, filled in from the returned
+    measurements and thresholds (syntax: :mod:`checks._src.sentence`); without it the report
+    uses the first sentence of the summary.
+    """
+
     id: str
-    claim: str  # the post's claim, quoted in one line
+    claim: str
     run: Callable[[Context], Result]
     order: int = 100
+    quote: str | None = None
+    measured: str | None = None
+
+    def __post_init__(self):
+        if self.quote is not None:
+            missing = post.missing_passages(self.quote)
+            if missing or not self.quote.strip():
+                raise ValueError(f"check {self.id!r}: quote must be the post's words verbatim; not in the post: {missing}")
+        if self.measured is not None:
+            sentence.check_syntax(self.measured)
 
 
 REGISTRY: dict[str, Check] = {}
 
 
-def register(id: str, claim: str, order: int = 100):
-    """Decorator: ``@register("linear-law", "R(d) = C (alpha - H) ...")`` on ``run(ctx) -> Result``."""
+def register(id: str, claim: str, order: int = 100, quote: str | None = None, measured: str | None = None):
+    """Decorator: ``@register("linear-law", "R(d) = C (alpha - H) ...")`` on ``run(ctx) -> Result``.
+
+    ``quote`` and ``measured``: see :class:`Check` (both optional, checked here).
+    """
 
     def deco(fn):
         if id in REGISTRY:
             raise ValueError(f"check id {id!r} registered twice")
-        REGISTRY[id] = Check(id=id, claim=claim, run=fn, order=order)
+        REGISTRY[id] = Check(id=id, claim=claim, run=fn, order=order, quote=quote, measured=measured)
         return fn
 
     return deco
