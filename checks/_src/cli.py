@@ -25,7 +25,7 @@ def _load_plugin(spec: str) -> None:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m checks", description="Measure every claim, write report.md/.json, index.html and figures.")
+    p = argparse.ArgumentParser(prog="python -m checks", description="Measure every claim, write report.md/.json, index.html, the self-contained report.html and figures.")
     p.add_argument("--quick", action="store_true", help="reduced sweeps (CI): under 2 minutes")
     p.add_argument("--only", nargs="+", metavar="ID", help="run only these check ids (see --list)")
     p.add_argument("--seed", type=int, default=0, help="seed of every random sweep (same seed => same numbers)")
@@ -54,7 +54,7 @@ def main(argv=None) -> int:
     print(verdict_table(report))
     pts = report["points"]
     print(f"\npoints: {pts}")
-    print(f"report written to {os.path.abspath(args.out)}/ (report.md, report.json, index.html)")
+    print(f"report written to {os.path.abspath(args.out)}/ (report.html: one self-contained file to open or send; index.html, report.md, report.json, figures)")
     failed = [e["id"] for e in report["checks"] if e["status"] == "error"]
     if failed:
         print(f"error: {len(failed)} check(s) could not run: {', '.join(failed)} (see report.md for the tracebacks)", file=sys.stderr)
