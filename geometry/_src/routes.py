@@ -515,8 +515,9 @@ def scalar_cumulant_checked(family: Family, theta):
 
     with :math:`\mathrm{err}(\delta)` the error model's :math:`\mathrm{SAFETY}\cdot\delta/(|R| - \mathrm{SAFETY}\cdot\delta)`
     and ``G = POSTERIORI_MAX_GAIN``.  The weights ``p`` are common to both evaluations; their
-    relative errors perturb the metric *relatively* in every frame (the weights are positive), so
-    the conditioning does not amplify them, and the a-priori part covers them.  Cost: two
+    relative errors, about :math:`\varepsilon(z_{top} - z_i + 4)`, perturb the metric *relatively*
+    in every frame (the weights are positive), so the conditioning does not amplify them: the
+    a-posteriori amplification is at least :math:`\max_i(z_{top} - z_i) + 4`.  Cost: two
     evaluations of the route a point (the a-priori one alone is what the raw route costs).
     """
     r, cancel, kappa = scalar_cumulant(family, theta)
@@ -528,8 +529,11 @@ def scalar_cumulant_checked(family: Family, theta):
     r_q = scalar_cumulant(rotated(family, dq), (dq.T @ (theta / equilibration(family.softmax_heads())**2)))[0]
     mag = cancel * jnp.abs(r)
     prior = error_estimate(cancel, kappa)
+    # the weights' own rounding (common to both evaluations): log p_i carries an absolute error of
+    # about eps (z_top - z_i + 4), a relative error of p_i that perturbs g and T relatively
+    spread = max(jnp.max(jnp.minimum(jnp.max(z) - z, 745.0)) for z in (h.logits(theta) for h in family.softmax_heads()))
     # express the combined estimate as the amplification kappa_eff of the one error model
-    post = jnp.maximum(jnp.abs(r - r_q) / (EPS * mag), kappa / POSTERIORI_MAX_GAIN)
+    post = jnp.maximum(jnp.maximum(jnp.abs(r - r_q) / (EPS * mag), spread + 4.0), kappa / POSTERIORI_MAX_GAIN)
     kappa_eff = jnp.where(prior <= error_estimate(cancel, post), kappa, post)
     return r, cancel, kappa_eff
 
