@@ -13,6 +13,8 @@ import pytest
 import geometry
 from geometry._src import routes
 from geometry._src.linalg import batched_cholesky_inverse, error_estimate
+from geometry._src.mapping import LocalMapper
+from geometry._src.tiers import Rotated
 
 
 def _head(seed, n, m, anisotropy=0.0, offset=True):
@@ -21,6 +23,15 @@ def _head(seed, n, m, anisotropy=0.0, offset=True):
     keys[:, 0] += 3.0  # a common component, as real keys have
     fam = geometry.attention(keys, offset=rng.normal(size=n) if offset else None)
     return fam, rng
+
+
+def _checked(fam, x):
+    """Float64 values and the estimate after the rotated second opinion (tiers.Rotated), for every point."""
+    kernel = routes.route_kernel(routes.CUMULANT, checked=True)
+    r, est, _ = jax.jit(jax.vmap(lambda t: kernel(fam, t)))(jnp.asarray(x))
+    out = Rotated(routes.rotated_cumulant, 64).evaluate(fam, np.asarray(x), 1e-8, None, LocalMapper(),
+                                                        prior=np.asarray(r), prior_error=np.asarray(est))
+    return out.value, out.rel_error
 
 
 def test_batched_cholesky_matches_lapack():
@@ -57,8 +68,7 @@ def test_checked_estimate_bounds_the_oracle_error(sharp, anisotropy):
     """At every point, |R - R_oracle| / |R_oracle| <= the estimate of the precision-controlled kernel."""
     fam, rng = _head(int(10 * sharp + anisotropy), 40, 8, anisotropy)
     x = rng.normal(size=(6, 8)) * sharp / np.sqrt(np.mean(np.asarray(fam.heads[0].keys) ** 2))
-    r, cancel, kappa = jax.jit(jax.vmap(lambda t: routes.scalar_cumulant_checked(fam, t)))(jnp.asarray(x))
-    est = np.asarray(error_estimate(cancel, kappa))
+    r, est = _checked(fam, x)
     oracle = np.array([float(geometry.scalar_curvature_mp(fam, xi, rtol=1e-12)) for xi in x])
     err = np.abs(np.asarray(r) - oracle) / np.abs(oracle)
     assert np.all(err <= est), (err, est)
@@ -68,7 +78,7 @@ def test_checked_estimate_is_sharper_than_the_prior_and_keeps_points_in_float64(
     fam, rng = _head(3, 64, 16)  # the gain grows with the head: about 8x at n = 48, m = 8, 35x here
     x = rng.normal(size=(64, 16)) * 0.3
     prior = error_estimate(*jax.vmap(lambda t: routes.cumulant_point(fam, t))(jnp.asarray(x))[1:])
-    checked = error_estimate(*jax.vmap(lambda t: routes.scalar_cumulant_checked(fam, t))(jnp.asarray(x))[1:])
+    checked = _checked(fam, x)[1]
     assert np.all(checked <= prior)
     assert np.median(prior / checked) > 10.0
     _, info = geometry.scalar_curvature(fam, x, return_info=True)
@@ -81,8 +91,7 @@ def test_checked_estimate_bounds_the_oracle_error_at_real_head_size(m):
     for seed, sharp in [(1, 1.0), (2, 4.0), (3, 12.0)]:
         fam, rng = _head(seed + m, 128, m, 0.3)
         x = rng.normal(size=(12, m)) * sharp / np.sqrt(np.mean(np.asarray(fam.heads[0].keys) ** 2))
-        r, cancel, kappa = jax.jit(jax.vmap(lambda t: routes.scalar_cumulant_checked(fam, t)))(jnp.asarray(x))
-        est = np.asarray(error_estimate(cancel, kappa))
+        r, est = _checked(fam, x)
         oracle = np.array([float(geometry.scalar_curvature_mp(fam, xi, rtol=1e-12)) for xi in x])
         err = np.abs(np.asarray(r) - oracle) / np.abs(oracle)
         assert np.all(err <= est), (seed, err, est)

@@ -36,11 +36,13 @@ from . import ddouble, fisher, highprec, routes
 from .families import Family, as_real_array, is_traced
 from .mapping import LocalMapper
 from .linalg import EPS, SAFETY
-from .tiers import HIGH_PRECISION, STATUS_NAMES, UNDEFINED, UNTRUSTED, Clock, Float64
+from .tiers import HIGH_PRECISION, STATUS_NAMES, UNDEFINED, UNTRUSTED, Clock, Float64, Rotated
 
 DEFAULT_RTOL = 1e-8
 #: The recomputation tiers of the precision-controlled default, in order.
-HIGH_PRECISION_TIERS = (ddouble.TIER, highprec.TIER)
+#: Tried in order on the points the float64 pass could not certify: a second float64 opinion for large
+#: softmax heads (same values, sharper estimate), double-double, mpmath.
+HIGH_PRECISION_TIERS = (Rotated(routes.rotated_cumulant, 64), ddouble.TIER, highprec.TIER)
 #: Largest points per chunk a caller may ask for (per device): beyond it a chunk only costs memory.
 MAX_CHUNK_SIZE = 1 << 20
 #: Smallest eigenvalue over largest below which a float64 metric counts as indefinite.
@@ -463,7 +465,9 @@ def recompute(family, rows, idx, r, rel, status, dps, reasons, rtol, clock, tier
             return
         if not tier.supports(family):
             continue
-        out = tier.evaluate(family, np.asarray(rows[idx], np.float64), rtol, clock, mapper)
+        # a tier that re-judges the float64 values (tiers.Rotated) gets them with their estimates
+        extra = {"prior": r[idx], "prior_error": rel[idx]} if getattr(tier, "uses_prior", False) else {}
+        out = tier.evaluate(family, np.asarray(rows[idx], np.float64), rtol, clock, mapper, **extra)
         with np.errstate(invalid="ignore"):
             good = np.isfinite(out.value) & (out.rel_error <= rtol)
         done = idx[good]

@@ -458,8 +458,6 @@ class Route:
     ``supports(family)`` says whether the family has what ``fn`` needs (``needs``
     names it for error messages); ``chunk`` is the points per compiled call that
     suits the route's memory (``O(dim^4)`` numbers a point for the autodiff routes).
-    ``checked_fn`` (default ``fn``) is what the precision-controlled kernel calls: the same
-    quantity, possibly computed more carefully and with a sharper error bound, at some cost.
     """
 
     name: str
@@ -467,14 +465,13 @@ class Route:
     supports: Callable[[Family], bool]
     needs: str
     chunk: int
-    checked_fn: Callable | None = None
 
 
 LEVI_CIVITA = Route("levi-civita", scalar_levi_civita, lambda f: True, "a metric", 256)
 HESSIAN = Route("hessian", scalar_hessian, lambda f: f.potential() is not None, "an exponential family (a Hessian metric)", 1024)
 #: Cumulant route, attention n=16 m=2 on an idle 2-core machine: 3.4 M/s at 4096 points a call,
 #: 4.0-4.8 M/s at 16384 (XLA's intra-op threads use both cores), 2.1 M/s at 65536 (out of cache).
-#: The a-posteriori estimate of :func:`scalar_cumulant_checked` may tighten the a-priori bound by at
+#: The a-posteriori estimate of :class:`geometry._src.tiers.Rotated` may tighten the a-priori bound by at
 #: most this factor: a point whose a-priori bound exceeds ``rtol * POSTERIORI_MAX_GAIN`` is never
 #: certified by the agreement of two roundings alone (defence in depth against two wrong values
 #: that agree by chance; the a-priori bound over-estimates the error observed against the mpmath
@@ -494,52 +491,31 @@ def rotated(family: Family, mat) -> Family:
     return eqx.tree_at(lambda f: f.heads_, family, heads)
 
 
-def scalar_cumulant_checked(family: Family, theta):
-    r"""The precision-controlled cumulant kernel: for large heads (:func:`gram_batch_ok`) the a-priori
-    estimate *or* the agreement of two independent roundings, whichever is smaller; elsewhere
-    :func:`scalar_cumulant`.
+def rotated_cumulant(family: Family, theta):
+    r"""The cumulant route at one point in rotated coordinates: ``(R_Q, cancellation, logit spread)``.
 
-    The a-priori estimate :math:`64\,\varepsilon\,\kappa\,M` of :func:`cumulant_contractions` is a
-    worst case: on heads with ``n = 40-128`` keys in ``m = 8-64`` dimensions it over-estimated the
-    error observed against the mpmath oracle by 1e4 to 1e6, and sent most real attention rows to
-    the slow tiers for nothing.  ``R`` is a coordinate invariant, so the same formula evaluated in
-    coordinates rotated by a fixed generic orthogonal ``Q`` (keys ``KQ``, query ``Q^T x``) computes
-    the same number with *other* roundings: the atoms, the metric, its Cholesky factor and the
-    whitening all round differently, and the part of the error that the conditioning amplifies
-    is resampled.  The difference :math:`|R - R_Q|` estimates the error of ``R`` (the rounding-
-    perturbation idea of CESTAC / Monte Carlo arithmetic: Vignes 1993, *Math. Comput. Simul.*
-    35; Parker 1997), and
-
-    .. math:: \mathrm{est} = \min\Big(\mathrm{est}_{prior},\;
-              \max\big(\mathrm{err}(|R - R_Q|),\; \mathrm{est}_{prior}/G\big)\Big),
-
-    with :math:`\mathrm{err}(\delta)` the error model's :math:`\mathrm{SAFETY}\cdot\delta/(|R| - \mathrm{SAFETY}\cdot\delta)`
-    and ``G = POSTERIORI_MAX_GAIN``.  The weights ``p`` are common to both evaluations; their
-    relative errors, about :math:`\varepsilon(z_{top} - z_i + 4)`, perturb the metric *relatively*
-    in every frame (the weights are positive), so the conditioning does not amplify them: the
-    a-posteriori amplification is at least :math:`\max_i(z_{top} - z_i) + 4`.  Cost: two
-    evaluations of the route a point (the a-priori one alone is what the raw route costs).
+    ``R`` is a coordinate invariant, so the same formula evaluated with keys :math:`K D Q` at the
+    query :math:`Q^\top D^{-1} x` (``D`` the equilibration, powers of two, exact; ``Q`` a fixed
+    generic orthogonal matrix, :func:`_rotation`) computes the same number with *other*
+    roundings: the atoms, the metric, its Cholesky factor and the whitening all round
+    differently, and the part of the error that the conditioning amplifies is resampled
+    (the rounding-perturbation idea of CESTAC / Monte Carlo arithmetic: Vignes 1993,
+    *Math. Comput. Simul.* 35; Parker 1997).  The spread :math:`\max_i (z_{top} - z_i)` of the
+    logits measures the rounding the two evaluations share: :math:`\log p_i` carries an
+    absolute error of about :math:`\varepsilon(z_{top} - z_i + 4)`, a relative error of
+    :math:`p_i` that perturbs ``g`` and ``T`` relatively (the weights are positive), which the
+    conditioning does not amplify.  Used by :class:`geometry._src.tiers.Rotated`.
     """
-    r, cancel, kappa = scalar_cumulant(family, theta)
-    if not gram_batch_ok(family):
-        return r, cancel, kappa
-    # rotate the equilibrated coordinates D x (D: powers of two, exact), so that badly scaled query
-    # coordinates are not mixed into a worse-conditioned frame
-    dq = equilibration(family.softmax_heads())[:, None] * jnp.asarray(_rotation(family.dim))
-    r_q = scalar_cumulant(rotated(family, dq), (dq.T @ (theta / equilibration(family.softmax_heads())**2)))[0]
-    mag = cancel * jnp.abs(r)
-    prior = error_estimate(cancel, kappa)
-    # the weights' own rounding (common to both evaluations): log p_i carries an absolute error of
-    # about eps (z_top - z_i + 4), a relative error of p_i that perturbs g and T relatively
-    spread = max(jnp.max(jnp.minimum(jnp.max(z) - z, 745.0)) for z in (h.logits(theta) for h in family.softmax_heads()))
-    # express the combined estimate as the amplification kappa_eff of the one error model
-    post = jnp.maximum(jnp.maximum(jnp.abs(r - r_q) / (EPS * mag), spread + 4.0), kappa / POSTERIORI_MAX_GAIN)
-    kappa_eff = jnp.where(prior <= error_estimate(cancel, post), kappa, post)
-    return r, cancel, kappa_eff
+    heads = family.softmax_heads()
+    d = equilibration(heads)
+    mat = d[:, None] * jnp.asarray(_rotation(family.dim))
+    r_q, cancel, _ = scalar_cumulant(rotated(family, mat), mat.T @ (theta / d**2))
+    spread = max(jnp.max(jnp.minimum(jnp.max(z) - z, 745.0)) for z in (h.logits(theta) for h in heads))
+    return r_q, cancel, spread
 
 
 CUMULANT = Route("cumulant", scalar_cumulant, lambda f: f.softmax_heads() is not None,
-                 "a softmax-linear family (categorical/attention)", 16384, checked_fn=scalar_cumulant_checked)
+                 "a softmax-linear family (categorical/attention)", 16384)
 ROUTES = {r.name: r for r in (LEVI_CIVITA, HESSIAN, CUMULANT)}
 
 
@@ -612,10 +588,8 @@ def kernel(route: Route, checked: bool):
     definite by construction.
     """
 
-    route_fn = (route.checked_fn or route.fn) if checked else route.fn
-
     def fn(family, theta):
-        r, cancel, kappa = route_fn(family, theta)
+        r, cancel, kappa = route.fn(family, theta)
         est = error_estimate(cancel, kappa)
         other = cross_check_route(family, route) if checked else None
         if other is not None:
@@ -649,3 +623,4 @@ _KERNELS = {(name, checked): kernel(route, checked) for name, route in ROUTES.it
 def route_kernel(route: Route, checked: bool):
     """The cached kernel of :func:`kernel` (one function object per route: compiled programs are reused)."""
     return _KERNELS[route.name, checked]
+
