@@ -127,6 +127,7 @@ GAMMA_POINTS = np.array([[0.6, 0.3], [1.0, 1.0], [2.5, 3.0], [4.0, 0.5]])
 # --------------------------------------------------------------------------- 1. normal written by hand
 
 
+@pytest.mark.slow  # 25-35 s under load: the default run stays under 10 minutes
 def test_normal_density_is_the_hyperbolic_plane():
     s = NORMAL_POINTS[:, 1]
     mu = NORMAL_POINTS[:, 0]
@@ -216,6 +217,7 @@ def beta_metric_exact(pts):
                      np.stack([-psi1(a + b), psi1(b) - psi1(a + b)], -1)], -2)
 
 
+@pytest.mark.slow  # 25-35 s under load: the default run stays under 10 minutes
 def test_beta_density_metric_equals_beta_log_partition():
     g_exact = beta_metric_exact(BETA_POINTS)
     assert rel(geometry.fisher_metric(BETA_DENSITY, BETA_POINTS), g_exact) < 1e-12
@@ -363,6 +365,7 @@ def test_regression_with_vector_inputs():
 # --------------------------------------------------------------------------- 7. charts of exponential families
 
 
+@pytest.mark.slow  # 25-35 s under load: the default run stays under 10 minutes
 def test_gamma_shape_scale_chart_equals_natural_coordinates():
     eta = np.column_stack([GAMMA_POINTS[:, 0] - 1, -1 / GAMMA_POINTS[:, 1]])
     r_chart = geometry.scalar_curvature(GAMMA_SHAPE_SCALE, GAMMA_POINTS)

@@ -8,7 +8,7 @@ import geometry
 from helpers import points_toward_vertices, rel_err, simplex_curvature
 
 
-@pytest.mark.parametrize("n", [2, 3, 4, 5, 6])
+@pytest.mark.parametrize("n", [2, 3, 4, pytest.param(5, marks=pytest.mark.slow), pytest.param(6, marks=pytest.mark.slow)])
 def test_simplex_has_constant_curvature_at_every_entropy(n):
     """R = (n-1)(n-2)/4 to 1e-10 relative, for H from log n down to ~1e-200."""
     rng = np.random.default_rng(n)

@@ -174,6 +174,7 @@ def test_sweep():
 # --------------------------------------------------------------------------- jit, vmap, grad
 
 
+@pytest.mark.slow  # 25-35 s under load: the default run stays under 10 minutes
 def test_jit_vmap_grad_with_respect_to_points_and_temperature():
     X = _points(3)
     eager = {m: geometry.scalar_curvature(FAM, X, method=m) for m in ("hessian", "levi-civita")}
