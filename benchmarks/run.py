@@ -15,7 +15,9 @@ The targets of issue 7 are named constants below, printed next to the measuremen
 Also: a sympy-lambdified closed form and (optional, own virtual environment)
 geomstats 2.8; sharded sweeps on 1, 2, 4 simulated CPU devices (subprocesses with
 ``XLA_FLAGS=--xla_force_host_platform_device_count``); a 10-million-point sweep's
-peak RSS (subprocess); cost against ``n`` and ``m`` (log-log figure).
+peak RSS (subprocess); cost against ``n`` and ``m`` (log-log figure); large heads
+against the float64 GEMM rate (issue 16, :mod:`benchmarks.large_heads`, key ``large_heads``);
+multi-process sweeps and checkpointing (:mod:`benchmarks.distributed`, key ``distributed``).
 """
 
 from __future__ import annotations
@@ -596,6 +598,8 @@ def main(argv=None):
 
     import geometry
 
+    from . import distributed, large_heads
+
     results = {
         "meta": {
             "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -685,6 +689,12 @@ def main(argv=None):
     results["user_kinds"] = new_kinds_benchmark(geometry, quick)
     print_new_kinds_benchmark(results["user_kinds"])
 
+    print("\n== large heads, n = 128 keys: cumulant route against the float64 GEMM rate (issue 16)")
+    t0 = time.perf_counter()
+    results["large_heads"] = large_heads.large_heads_benchmark(quick)
+    results["large_heads"]["seconds"] = time.perf_counter() - t0
+    large_heads.print_large_heads_benchmark(results["large_heads"])
+
     counts = [1, 2] if quick else [1, 2, 4]
     pts = 50_000 if quick else 2_000_000
     print(f"\n== sharded sweep, attention n=16 m=2, {pts} points, simulated devices {counts}")
@@ -709,6 +719,17 @@ def main(argv=None):
               f"steady, compile {mem['compile_seconds']:.2f} s, fallback {mem['high_precision']} points in {mem['fallback_seconds']:.2f} s, "
               f"({mem['not_computed_budget']} left for the budget), traces {mem['traces']} over {mem['chunks']} chunks")
 
+    print("\n== multi-process sweeps (geometry.launch, 1 and 2 processes, one core each) and checkpoints")
+    t0 = time.perf_counter()
+    try:
+        results["distributed"] = distributed.distributed_benchmark(quick=quick)
+    except Exception as exc:  # e.g. a launcher timeout: record it and keep the other sections' results
+        results["distributed"] = {"error": f"{type(exc).__name__}: {exc}"}
+        print("  failed:", results["distributed"]["error"][-400:])
+    else:
+        distributed.print_distributed_benchmark(results["distributed"])
+    results["distributed"]["seconds"] = time.perf_counter() - t0
+
     att = results["configs"]["attention n=16 m=2"]["routes"]
     targets = [
         ("CUMULANT_SPEEDUP_MIN", CUMULANT_SPEEDUP_MIN, att["cumulant"]["ratio_vs_levi_civita"], "met if cumulant / levi-civita >= value (attention n=16, m=2)"),
@@ -732,6 +753,10 @@ def main(argv=None):
         met = bool(measured <= value) if lower_is_better else bool(measured >= value)
         results["targets"].append({"name": name, "value": value, "measured": measured, "rule": rule, "met": met})
         print(f"  {'MET ' if met else 'MISS'} {name} = {value:g}: measured {measured:.4g}  ({rule})")
+    print("\n== targets (issue 16, large heads)")
+    for t in results["large_heads"]["targets"]:
+        results["targets"].append(t)
+        print(f"  {'MET ' if t['met'] else 'MISS'} {t['name']} = {t['value']:g}: measured {t['measured']:.4g}  ({t['rule']})")
 
     results["meta"]["wall_seconds"] = time.perf_counter() - started
     path = os.path.join(args.out, "results.json")

@@ -3,7 +3,8 @@
 Benchmarks are not timed tests: nothing here asserts a speed.  It asserts the
 structure of ``results.json`` (every route of every configuration measured, ratios
 against levi-civita consistent with the throughputs, every target recorded with its
-threshold, measurement and rule) and the invariants a benchmark must not break
+threshold, measurement and rule; the large-heads and multi-process sections record
+every head and case) and the invariants a benchmark must not break
 (the routes agree on the same points; sharded sweeps equal the single-device sweep
 bit for bit and compile once).
 """
@@ -66,3 +67,39 @@ def test_quick_benchmark_records_targets_scaling_and_memory(quick_results):
     mem = res["memory_sweep"]
     assert "error" not in mem, mem.get("error")
     assert mem["finite_or_reported"] and mem["traces"] == 1 and mem["chunks"] >= 2
+
+
+def test_quick_benchmark_records_large_heads(quick_results):
+    res, _, stdout = quick_results
+    lh = res["large_heads"]
+    assert lh["quick"] is True and lh["gemm_gflops"] == max(g["gflops"] for g in lh["gemm"]) > 0
+    random = [r for r in lh["heads"].values() if r["kind"] == "random"]
+    assert {(r["n"], r["m"]) for r in random} == {(128, 32), (128, 64)}
+    for name, rec in lh["heads"].items():
+        if "skipped" in rec:  # a real model that is not installed: the reason names the install command
+            assert rec["kind"] == "real" and "pip install" in rec["skipped"], (name, rec)
+            continue
+        assert rec["gram_kernel"], name  # the flop model is the Gram kernel's
+        for key in ("raw_points_per_second", "default_points_per_second", "raw_gflops", "raw_gflops_gram_only"):
+            assert rec[key] > 0, (name, key)
+        assert rec["default_over_raw"] == pytest.approx(rec["default_seconds"] / rec["raw_seconds"])
+        assert rec["raw_fraction_of_gemm"] == pytest.approx(rec["raw_gflops"] / lh["gemm_gflops"])
+        assert rec["raw_gflops_gram_only"] < rec["raw_gflops"]
+        c = rec["counts"]
+        assert c["total"] == rec["points"] and rec["double_double_points"] + rec["mpmath_points"] == c["high_precision"]
+        assert rec["max_rel_diff_raw_vs_default"] is not None
+    names = {t["name"] for t in res["targets"]}
+    assert {f"LARGE_HEAD_GEMM_FRACTION_MIN [random n=128 m={m}]" for m in (32, 64)} <= names
+    assert "targets (issue 16, large heads)" in stdout
+
+
+def test_quick_benchmark_records_distributed(quick_results):
+    res, _, _ = quick_results
+    dist = res["distributed"]
+    assert "error" not in dist, dist.get("error")
+    assert dist["quick"] is True and dist["cases"]
+    for name, case in dist["cases"].items():
+        for p in ("1", "2"):
+            assert "error" not in case[p], (name, p, case[p].get("error"))
+            assert case[p]["gathered"]["points_per_second"] > 0 and case[p]["to_disk"]["checkpoints_written"] >= 1
+        assert case["speedup_2_vs_1"] > 0 and "checkpoint_overhead" in case
