@@ -377,7 +377,8 @@ def cumulant_gram_batch(family: Family, x):
 
     ``U`` ``(N, m)`` the centred scaled keys of every head and ``w`` their probabilities.
     Flop model per point (``N`` atoms, dimension ``m``): :math:`2Nm` (logits) + :math:`2Nm`
-    (centre) + :math:`2Nm^2` (``g``) + :math:`Nm^2` (whitening) + :math:`2N^2m` (``G``) +
+    (centre) + :math:`2Nm^2` (``g``) + :math:`2Nm^2` (whitening, a full product with the triangular
+    :math:`L^{-1}`) + :math:`2N^2m` (``G``) +
     :math:`2m^3/3` (Cholesky and ``L^{-1}``) + :math:`O(N^2)` (the sums over ``G``); the
     ``2N^2m`` Gram product dominates.  All four sums over ``G`` (the two contractions and
     the two magnitudes of the error model) are one pass over it.
