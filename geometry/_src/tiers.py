@@ -26,7 +26,8 @@ import time
 
 import numpy as np
 
-from .linalg import EPS
+from .linalg import EPS, error_estimate
+from .routes import POSTERIORI_MAX_GAIN, gram_batch_ok
 
 FLOAT64, HIGH_PRECISION, UNDEFINED, BUDGET, UNTRUSTED = 0, 1, 2, 3, 4
 STATUS_NAMES = {
@@ -122,14 +123,9 @@ class Rotated:
     uses_prior: bool = True
 
     def supports(self, family) -> bool:
-        from .routes import gram_batch_ok
-
         return gram_batch_ok(family)
 
     def evaluate(self, family, rows, rtol, clock, mapper, prior=None, prior_error=None) -> Outcome:
-        from .linalg import error_estimate
-        from .routes import POSTERIORI_MAX_GAIN
-
         r_q, cancel, spread = (np.asarray(a, np.float64) for a in
                                mapper.map(self.kernel, family, rows, lambda block, start: np.asarray(block, np.float64), None, self.chunk))
         r = np.asarray(prior, np.float64)
