@@ -11,6 +11,7 @@ jax.config.update("jax_enable_x64", True)
 # Keep it small: tests parametrised over it compile one program per family.
 
 import numpy as np  # noqa: E402
+import pytest  # noqa: E402
 
 import geometry  # noqa: E402
 from toy_kind import tempered_simplex, toy_sampler  # noqa: E402
@@ -113,3 +114,19 @@ FAMILIES = [
 ]
 
 FAMILY_IDS = [f[0] for f in FAMILIES]
+
+
+#: The longest cases of the default run, run with ``-m slow`` only, so that the default run stays under
+#: 10 minutes on 2 cores (each 20-50 s on a loaded machine; the same checks of other families stay).
+SLOW_CASES = {
+    "tests/test_registry_properties.py::test_every_supported_route_agrees_with_the_default[weibull_density]",
+    "tests/test_transforms.py::test_curvature_transforms_match_eager[affine_softmax3-levi-civita]",
+    "tests/test_any_family.py::test_two_exponential_decay_against_oracle_and_unidentifiable_point",
+}
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if item.nodeid in SLOW_CASES:
+            item.add_marker(pytest.mark.slow)
