@@ -62,6 +62,23 @@ def combine(verdicts) -> str:
     return PARTIAL
 
 
+def _per_model(runs, one) -> tuple:
+    """``(rows, panels, summaries)`` over ``runs`` (:func:`_measurements`): ``one(k, measurement)`` for each installed model ``k``,
+    a missing row, panel and reason for the others."""
+    rows, panels, summaries = [], [], []
+    for k, (spec, m, reason) in enumerate(runs):
+        if m is None:
+            rows.append(_missing_row(spec, reason))
+            panels.append({"name": spec.name, "missing": reason})
+            summaries.append(f"{reason}.")
+            continue
+        row, panel, summary = one(k, m)
+        rows.append(row)
+        panels.append(panel)
+        summaries.append(summary)
+    return rows, panels, summaries
+
+
 def _measurements(ctx: Context) -> list:
     """``[(spec, Measurement or None, missing reason or None)]`` for every model, in report order."""
     out = []
@@ -170,17 +187,7 @@ def depth_entropy(ctx: Context) -> Result:
         Threshold("DEPTH_DROP_MAX", DEPTH_DROP_MAX, "per model: holds only if the 95% interval of mean H(last) - mean H(first) is < value; fails if it is entirely > value"),
     ]
     runs = _measurements(ctx)
-    rows, panels, summaries = [], [], []
-    for k, (spec, m, reason) in enumerate(runs):
-        if m is None:
-            rows.append(_missing_row(spec, reason))
-            panels.append({"name": spec.name, "missing": reason})
-            summaries.append(f"{reason}.")
-            continue
-        row, panel, summary = _depth_one(m, ctx.rng(61 + 100 * k))
-        rows.append(row)
-        panels.append(panel)
-        summaries.append(summary)
+    rows, panels, summaries = _per_model(runs, lambda k, m: _depth_one(m, ctx.rng(61 + 100 * k)))
     from figures import real_model as figs
 
     fig = figs.entropy_by_layer(panels, ctx.figure_path("real_model_entropy_by_layer.png"),
@@ -263,17 +270,7 @@ def linear_law(ctx: Context) -> Result:
         Threshold("MISSING_MAX", MISSING_MAX, "per model: undefined if more than this fraction of points lack a trusted R"),
     ]
     runs = _measurements(ctx)
-    rows, panels, summaries = [], [], []
-    for spec, m, reason in runs:
-        if m is None:
-            rows.append(_missing_row(spec, reason))
-            panels.append({"name": spec.name, "missing": reason})
-            summaries.append(f"{reason}.")
-            continue
-        row, panel, summary = _law_one(m, ctx.seed)
-        rows.append(row)
-        panels.append(panel)
-        summaries.append(summary)
+    rows, panels, summaries = _per_model(runs, lambda k, m: _law_one(m, ctx.seed))
     from figures import real_model as figs
 
     fig = figs.r_vs_h(panels, ctx.figure_path("real_model_r_vs_h.png"),
@@ -367,17 +364,7 @@ def sign(ctx: Context) -> Result:
         Threshold("SIGN_UNDETERMINED_MAX", SIGN_UNDETERMINED_MAX, "per model: undefined if more than this fraction of a decile has no certain sign"),
     ]
     runs = _measurements(ctx)
-    rows, panels, summaries = [], [], []
-    for spec, m, reason in runs:
-        if m is None:
-            rows.append(_missing_row(spec, reason))
-            panels.append({"name": spec.name, "missing": reason})
-            summaries.append(f"{reason}.")
-            continue
-        row, panel, summary = _sign_one(m)
-        rows.append(row)
-        panels.append(panel)
-        summaries.append(summary)
+    rows, panels, summaries = _per_model(runs, lambda k, m: _sign_one(m))
     from figures import real_model as figs
 
     fig = figs.slice_fields(panels, ctx.figure_path("real_model_slice.png"),
