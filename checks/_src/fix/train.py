@@ -1,4 +1,11 @@
-r"""Training one arm of the fix experiment: jit-compiled ``lax.scan`` over steps, optax optimizers.
+r"""Training one run at a time: the loop of the first version (host loop over jit-compiled intervals, optax).
+
+The experiment trains its seeds with :mod:`.batched` (one compiled program for many
+runs).  This loop stays for two jobs: the float64 SGD equivalence runs of
+``fix-is-loss-scaling`` (every SGD variant below as one optax chain), and the
+seeds-per-second reference against which the batched program is timed (same task,
+model, data, initial parameters and update rule; its baseline differs from the
+batched one by rounding only).
 
 Arms (what the loss / forward pass does at step ``t``, with ``T = T(t)`` from
 :mod:`.schedule`):
@@ -19,9 +26,10 @@ literal fix is a learning-rate schedule:
 ``sgd-lr/T``           ``optax.sgd(lr / T(t), momentum)``: the schedule applied *after* the momentum
                        buffer, which differs from ``literal`` + ``sgd`` by the lag of the buffer.
 
-Every run is a pure function of ``(seed, configs, schedule)``: the data of step
-``t`` come from ``fold_in(prng_key(seed), t)`` (``task.prng_key``), so all arms of one seed see the same
-batches from the same initial parameters (a paired design).
+Every run is a pure function of ``(seed, configs, schedule)``: the initial parameters come from
+``fold_in(prng_key(seed), 0)`` and the data of step ``t`` from ``fold_in(fold_in(prng_key(seed), 1), t)``
+(``task.prng_key``), so all arms of one seed see the same batches from the same initial parameters
+(a paired design), here and in :mod:`.batched`.
 """
 
 from __future__ import annotations
@@ -42,23 +50,23 @@ from .stats import expected_calibration_error
 
 ARMS = ("baseline", "literal", "true-temp")
 OPTIMIZERS = ("adam", "sgd", "sgd-plain", "sgd-plain-lr/T", "sgd-gradscale/T", "sgd-lr/T")
-#: Fixed evaluation data, shared by all seeds and arms (so differences between arms are paired).
-EVAL_KEY = 20240
-PROBE_SIZE = 256
 
 
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
-    n_steps: int = 600
+    n_steps: int = 400
     batch: int = 32
-    log_every: int = 30
-    adam_lr: float = 3e-3
-    sgd_lr: float = 0.3
+    log_every: int = 40
+    adam_lr: float = 1e-2
+    sgd_lr: float = 0.03
     momentum: float = 0.9
     eval_size: int = 1024
     dtype: str = "float32"
-    #: compile with XLA backend optimisation level 0: ~3x faster compilation, ~2.5x slower steps (tests, CI)
+    #: compile with XLA backend optimisation level 0: faster compilation, slower steps (tests)
     fast_compile: bool = False
+    #: Adam only: the learning rate decays linearly to 0 from this fraction of training on, as in
+    #: ``batched.BatchConfig`` (1: constant, the SGD variants are never decayed)
+    decay_from: float = 1.0
 
     def __post_init__(self):
         if self.dtype not in ("float32", "float64"):
@@ -101,10 +109,14 @@ def make_optimizer(name: str, tcfg: TrainConfig, sched_vec, opt_vec=None) -> opt
     with :math:`a_t = 1/T(t)` ("gradscale") or 1 and :math:`b_t = 1/T(t)` ("lr/T") or 1.
     With :math:`a = b = 1` this is ``optax.sgd(lr, momentum=mu)`` step for step
     (``optax.trace`` then ``scale(-lr)``; ``mu = 0`` gives plain SGD, ``0 m + g = g``
-    exactly); ``tests/test_fix_training.py`` checks the identity.
+    exactly); ``tests/test_fix.py`` checks the identity.  ``adam`` is ``optax.adam`` with the
+    learning-rate decay of ``tcfg.decay_from`` (the schedule of :func:`.batched.lr_decay`).
     """
     if name == "adam":
-        return optax.adam(tcfg.adam_lr)
+        if tcfg.decay_from >= 1:
+            return optax.adam(tcfg.adam_lr)
+        start = tcfg.decay_from * tcfg.n_steps
+        return optax.adam(lambda count: tcfg.adam_lr * jnp.clip((tcfg.n_steps - count) / (tcfg.n_steps - start), 0.0, 1.0))
     vec = optimizer_vector(name, tcfg) if opt_vec is None else opt_vec
     mu, pre, post = vec[0], vec[1], vec[2]
 
@@ -136,10 +148,10 @@ def loss_fn(params, batch, t, sched_vec, flags):
     ``literal``: ``loss = CE / T(t)``; ``true-temp``: attention at ``T(t)``; the
     other factor is exactly 1.0, so the baseline graph computes exactly ``CE``.
     """
-    tokens, positions, targets = batch
+    tokens, marks, targets = batch
     temp = _temp(sched_vec, t)
     attn_temp = jnp.where(flags[1], temp, 1.0).astype(params["tok"].dtype)
-    logits, _ = M.forward(params, tokens, positions, attn_temp)
+    logits, _ = M.forward(params, tokens, marks, attn_temp)
     ce = M.cross_entropy(logits, targets).mean()
     return ce / jnp.where(flags[0], temp, 1.0).astype(ce.dtype), ce
 
@@ -170,44 +182,34 @@ def _compiler_options(tcfg: TrainConfig):
 
 @functools.lru_cache(maxsize=1)
 def _probe_fn():
-    def probe(params, tokens, positions, attn_temp):
-        _, aux = M.forward(params, tokens, positions, attn_temp)
-        ent = aux["entropy"]  # (layers, B, H, L)
-        return ent.mean(axis=(1, 2, 3)), ent[..., -1].mean(axis=(1, 2))
+    def probe(params, tokens, marks, attn_temp):
+        _, aux = M.forward(params, tokens, marks, attn_temp)
+        return aux["entropy"].mean(axis=1)  # (layers, heads): QUERY-row entropy, mean over probe sequences
 
     return jax.jit(probe)
 
 
 @functools.lru_cache(maxsize=16)
 def _predict_fn():
-    def predict(params, tokens, positions, attn_temp):
-        logits, _ = M.forward(params, tokens, positions, attn_temp)
+    def predict(params, tokens, marks, attn_temp):
+        logits, _ = M.forward(params, tokens, marks, attn_temp)
         return jax.nn.softmax(logits)
 
     return jax.jit(predict)
 
 
-@functools.lru_cache(maxsize=8)
-def eval_sets(task: T.Task, size: int):
-    key = T.prng_key(EVAL_KEY)
-    k_id, k_ood, k_probe = jax.random.split(key, 3)
-    return dict(
-        id=T.id_split(task, k_id, size), ood=T.ood_split(task, k_ood, size),
-        probe=T.id_split(task, k_probe, PROBE_SIZE),
-    )
-
-
 def model_config(task: T.Task, **kw) -> M.ModelConfig:
-    return M.ModelConfig(vocab_size=task.vocab_size, n_out=task.n_content, n_positions=task.n_positions, **kw)
+    return M.ModelConfig(vocab_size=task.vocab_size, n_out=task.n_content, **kw)
 
 
-def evaluate(params, task: T.Task, size: int, attn_temp: float, chunk: int = 512) -> dict:
+def evaluate(params, task: T.Task, sets: dict, attn_temp: float, chunk: int = 512) -> dict:
     """Accuracy, ECE and NLL on the ID and OOD splits (softmax of the output logits, attention at ``attn_temp``)."""
     out = {}
     for split in ("id", "ood"):
-        tokens, positions, targets = eval_sets(task, size)[split]
+        tokens, marks, targets = sets[split]
+        size = tokens.shape[0]
         probs = np.concatenate(
-            [np.asarray(_predict_fn()(params, tokens[i : i + chunk], positions[i : i + chunk], attn_temp))
+            [np.asarray(_predict_fn()(params, tokens[i : i + chunk], marks[i : i + chunk], attn_temp))
              for i in range(0, size, chunk)]
         )
         targets = np.asarray(targets)
@@ -219,14 +221,15 @@ def evaluate(params, task: T.Task, size: int, attn_temp: float, chunk: int = 512
 
 def train(task: T.Task, mcfg: M.ModelConfig, tcfg: TrainConfig, arm: str, opt_name: str, seed: int,
           schedule: Schedule, keep_trajectory: bool = False, bar=None, measure: bool = True,
-          init_perturbation: float = 0.0) -> dict:
+          init_perturbation: float = 0.0, sets: dict | None = None) -> dict:
     """Train one (arm, optimizer, seed); return the logged curves, final metrics and parameters (numpy).
 
     Logged every ``log_every`` steps (``n_steps / log_every + 1`` points, step 0 included):
-    ``temperature``, per-layer mean attention entropy over heads, probe sequences and
-    query positions (``entropy``, shape ``(points, layers)``) and at the QUERY position
-    only (``entropy_query``); ``train_ce`` is the mean CE of each interval.
-    ``measure=False`` skips the entropy probes and the final evaluation (trajectory-only runs).
+    ``temperature`` and the QUERY-row attention entropy per (layer, head), mean over the probe
+    sequences (``entropy``, ``(points, layers, heads)``); ``train_ce`` is the mean CE of each interval.
+    ``sets``: the ``id``, ``ood`` and ``probe`` data (default: ``batched.eval_sets`` at ``eval_size``
+    sequences each).  ``measure=False`` skips the entropy probes and the final evaluation
+    (trajectory-only runs).
     ``init_perturbation = e`` starts from ``theta_0 (1 + e)``: the chaos reference (how far two runs
     that differ by rounding-sized amounts drift apart).
     """
@@ -244,18 +247,20 @@ def train(task: T.Task, mcfg: M.ModelConfig, tcfg: TrainConfig, arm: str, opt_na
     interval = _interval_fn(task, tcfg, "adam" if opt_name == "adam" else "sgd")
     probe = _probe_fn()
     flags = arm_flags(arm)
-    tokens, positions, _ = eval_sets(task, tcfg.eval_size)["probe"]
+    if sets is None:
+        from .batched import eval_sets
 
-    steps, temps, ent, ent_q, ces, traj = [], [], [], [], [], []
+        sets = eval_sets(task, tcfg.eval_size, tcfg.eval_size, tcfg.eval_size)
+    tokens, marks, _ = sets["probe"]
+
+    steps, temps, ent, ces, traj = [], [], [], [], []
 
     def log(t):
         temp = float(schedule(t))
         steps.append(t)
         temps.append(temp)
         if measure:
-            e, eq = probe(params, tokens, positions, temp if arm == "true-temp" else 1.0)
-            ent.append(np.asarray(e))
-            ent_q.append(np.asarray(eq))
+            ent.append(np.asarray(probe(params, tokens, marks, temp if arm == "true-temp" else 1.0)))
         if keep_trajectory:
             traj.append(np.asarray(ravel_pytree(params)[0]))
 
@@ -267,11 +272,10 @@ def train(task: T.Task, mcfg: M.ModelConfig, tcfg: TrainConfig, arm: str, opt_na
         if bar is not None:
             bar.update(tcfg.log_every)
     final_temp = float(schedule(tcfg.n_steps))
-    metrics = evaluate(params, task, tcfg.eval_size, final_temp if arm == "true-temp" else 1.0) if measure else {}
+    metrics = evaluate(params, task, sets, final_temp if arm == "true-temp" else 1.0) if measure else {}
     out = dict(
         arm=arm, optimizer=opt_name, seed=seed, steps=np.asarray(steps), temperature=np.asarray(temps),
-        entropy=np.stack(ent) if measure else None, entropy_query=np.stack(ent_q) if measure else None,
-        train_ce=np.asarray(ces),
+        entropy=np.stack(ent) if measure else None, train_ce=np.asarray(ces),
         metrics=metrics, params=jax.tree_util.tree_map(np.asarray, params),
         attn_temp_final=final_temp if arm == "true-temp" else 1.0,
     )
