@@ -34,12 +34,23 @@ def _checked(fam, x):
     return out.value, out.rel_error
 
 
-def test_batched_cholesky_matches_lapack():
-    a = np.random.default_rng(0).normal(size=(6, 12, 20))
+@pytest.mark.parametrize("m", [5, 8, 12, 37, 64])  # the loops alone (<= CHOLESKY_LEAF), even and odd block splits
+def test_batched_cholesky_matches_lapack(m):
+    rng = np.random.default_rng(m)
+    a = rng.normal(size=(6, m, m + 8)) * np.exp(rng.normal(size=(1, m, 1)))  # rows of different scales
     g = a @ a.transpose(0, 2, 1)
     chol, linv = jax.jit(batched_cholesky_inverse)(jnp.asarray(g))
-    np.testing.assert_allclose(chol, np.linalg.cholesky(g), rtol=0, atol=1e-12 * np.max(np.abs(np.linalg.cholesky(g))))
-    np.testing.assert_allclose(np.asarray(linv) @ np.asarray(chol), np.broadcast_to(np.eye(12), (6, 12, 12)), atol=1e-12)
+    ref = np.linalg.cholesky(g)
+    np.testing.assert_allclose(chol, ref, rtol=0, atol=1e-12 * np.max(np.abs(ref)))
+    np.testing.assert_allclose(np.asarray(linv) @ np.asarray(chol), np.broadcast_to(np.eye(m), (6, m, m)), atol=1e-11)
+    assert np.all(np.triu(np.asarray(chol), 1) == 0) and np.all(np.triu(np.asarray(linv), 1) == 0)
+
+
+def test_batched_cholesky_gives_nan_for_a_metric_that_is_not_definite():
+    g = np.broadcast_to(np.eye(20), (2, 20, 20)).copy()
+    g[1, 15, 15] = -1.0  # a negative pivot in the second block
+    chol, linv = jax.jit(batched_cholesky_inverse)(jnp.asarray(g))
+    assert np.all(np.isfinite(chol[0])) and np.isnan(chol[1]).any() and np.isnan(linv[1]).any()
 
 
 @pytest.mark.parametrize("n, m", [(40, 8), (30, 12)])

@@ -123,8 +123,47 @@ def inverse(g):
     return linv.T @ linv, scaled_condition(g, linv)
 
 
+#: Blocks of at most this size are factorised by the column loops; larger ones by 2 x 2 block recursion.
+#: Measured at B = 64 (m = 64): leaf 4, 8, 16 -> 27, 21, 32 us a point; the loops alone 70.
+CHOLESKY_LEAF = 8
+
+
 def batched_cholesky_inverse(g):
     r"""``(L, L^{-1})`` for a batch of metrics ``g`` ``(B, m, m)``, :math:`g = LL^\top`, in plain XLA operations.
+
+    Block recursion on the 2 x 2 partition ``g = [[g11, g21^T], [g21, g22]]`` (``g11`` of size ``m // 2``):
+
+    .. math:: L_{11}L_{11}^\top = g_{11},\quad L_{21} = g_{21}L_{11}^{-\top},\quad
+              L_{22}L_{22}^\top = g_{22} - L_{21}L_{21}^\top,\quad
+              (L^{-1})_{21} = -L_{22}^{-1}L_{21}L_{11}^{-1},
+
+    down to blocks of at most :data:`CHOLESKY_LEAF`, which :func:`_cholesky_inverse_loops` factorises.
+    Every product is a batched matrix product, where the loops' steps are batched matrix-vector
+    products that each read the whole ``(B, m, m)`` factor (memory-bound: 3.3x slower at m = 64).
+    ``L21`` is formed with the computed inverse of ``L11`` rather than by substitution; for
+    symmetric positive definite matrices block factorisations built this way are stable
+    (Higham 2002, ch. 13, sec. 13.3), and the kernel's error is measured against the mpmath
+    oracle in ``tests/test_large_heads.py``.  The Schur complement of a positive definite
+    matrix is positive definite, so a leaf meets a non-positive pivot only when ``g`` is not
+    numerically positive definite (NaN then).
+    """
+    m = g.shape[-1]
+    if m <= CHOLESKY_LEAF:
+        return _cholesky_inverse_loops(g)
+    k = m // 2
+    l11, i11 = batched_cholesky_inverse(g[:, :k, :k])
+    l21 = jnp.einsum("bij,bkj->bik", g[:, k:, :k], i11)
+    l22, i22 = batched_cholesky_inverse(g[:, k:, k:] - jnp.einsum("bik,bjk->bij", l21, l21))
+    i21 = -jnp.einsum("bij,bjk->bik", i22, jnp.einsum("bij,bjk->bik", l21, i11))
+    zero = jnp.zeros_like(l21).swapaxes(1, 2)
+    block = lambda a11, a21, a22: jnp.concatenate(  # noqa: E731
+        [jnp.concatenate([a11, zero], 2), jnp.concatenate([a21, a22], 2)], 1)
+    return block(l11, l21, l22), block(i11, i21, i22)
+
+
+def _cholesky_inverse_loops(g):
+    r"""``(L, L^{-1})`` for a batch ``g`` ``(B, m, m)`` by loops over columns and rows (the leaves of
+    :func:`batched_cholesky_inverse`).
 
     Left-looking Cholesky, one column a step (:math:`L_{ij} = (g_{ij} - \sum_{k<j} L_{ik}L_{jk})/L_{jj}`),
     then forward substitution for :math:`L^{-1}` one row a step, each step one batched
