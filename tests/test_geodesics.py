@@ -235,3 +235,103 @@ def test_categorical_with_temperature_matches_the_closed_form():
     d = geometry.geodesic_distance(fam, a, b)
     ref = fisher_rao_simplex(softmax_last_zero(a, 0.5), softmax_last_zero(b, 0.5))
     assert np.max(np.abs(d - ref) / ref) <= DIST_RTOL
+
+
+# --------------------------------------------------------------------------- low entropy (the embedding acceleration)
+
+
+def test_embedded_acceleration_equals_the_christoffel_acceleration():
+    # Gauss's formula -J^+ D^2y[v, v] is -Gamma(v, v) of g = J^T J; away from low entropy both are accurate
+    import jax.numpy as jnp
+
+    rng = np.random.default_rng(11)
+    import jax
+
+    # the categorical family (keys [I; 0], temperature), an attention head with logit offsets, two heads
+    fams = [geometry.categorical(4, temperature=0.5), geometry.attention(rng.normal(size=(5, 2)), offset=rng.normal(size=5)),
+            geometry.multihead_attention([rng.normal(size=(4, 3)), rng.normal(size=(5, 3))])]
+    both = jax.jit(jax.vmap(lambda fam, x, v: (G._embedded_acceleration(fam.softmax_heads(), x, v),
+                                               G._christoffel_acceleration(fam, x, v)), in_axes=(None, 0, 0)))
+    for fam in fams:
+        x = jnp.asarray(np.array([0.5, 2.0, 3.0])[:, None] * rng.normal(size=(3, fam.dim)))
+        e, c = (np.asarray(o) for o in both(fam, x, jnp.asarray(rng.normal(size=(3, fam.dim)))))
+        assert np.all(np.linalg.norm(e - c, axis=1) <= 1e-13 * np.linalg.norm(c, axis=1)), fam.name
+
+
+def test_pairs_near_different_vertices_match_the_sphere_at_low_entropy():
+    # logits (L, 0) -> (0.3 L, L) and the symmetric (15, 0) -> (0, 15): p_min down to 8e-7, entropy to 2.5e-5.
+    # The symmetric pair has L_a = L_b: it once passed the nearby-pair test and got the segment length
+    # (10.0) as a converged distance (3.14)
+    a = np.array([[6.0, 0.0], [10.0, 0.0], [14.0, 0.0], [15.0, 0.0], [0.0, 12.0]])
+    b = np.array([[1.8, 6.0], [3.0, 10.0], [4.2, 14.0], [0.0, 15.0], [12.0, 0.0]])
+    d, info = geometry.geodesic_distance(CAT, a, b, return_info=True)
+    ref = fisher_rao_simplex(softmax_last_zero(a), softmax_last_zero(b))
+    assert np.all(info.status == 0), info.reasons
+    assert np.max(np.abs(d - ref) / ref) <= DIST_RTOL
+    assert geometry.entropy(CAT, a[2]) < 3e-5
+
+
+@pytest.mark.slow  # ~70 s: the pairs that do not converge run to ODE_MAX_STEPS in every LM iteration
+def test_below_the_measured_limit_pairs_are_undefined_never_wrong():
+    ls = np.array([16.0, 18.0, 20.0, 22.0, 26.0, 30.0])
+    a, b = np.column_stack([ls, 0 * ls]), np.column_stack([0.3 * ls, ls])
+    d, info = geometry.geodesic_distance(CAT, a, b, return_info=True)
+    ref = fisher_rao_simplex(softmax_last_zero(a), softmax_last_zero(b))
+    assert info.status[0] == 0  # entropy 3.8e-6: the measured limit of the module docstring
+    conv = info.status == 0
+    assert np.all(np.abs(d[conv] - ref[conv]) <= DIST_RTOL * ref[conv])
+    assert np.all(np.isnan(d[~conv])) and all(i in info.reasons for i in np.flatnonzero(~conv))
+
+
+# --------------------------------------------------------------------------- traced inputs
+
+
+def test_exp_map_under_jit_and_vmap_equals_the_eager_call():
+    import jax
+
+    rng = np.random.default_rng(12)
+    x, v = rng.normal(size=(8, 2)), 0.5 * rng.normal(size=(8, 2))
+    v[0] = [30.0, 0.0]  # leaves the simplex: undefined, eagerly and traced
+    eager, einfo = geometry.exp_map(CAT, x, v, return_info=True)
+    # jit of a vmap of single-pair calls (one compile covers both transformations)
+    traced, tinfo = jax.jit(jax.vmap(lambda x, v: geometry.exp_map(CAT, x, v, return_info=True)))(x, v)
+    assert np.array_equal(np.asarray(tinfo.status), einfo.status) and einfo.status[0] == 2
+    assert np.allclose(np.asarray(traced), eager, rtol=1e-12, atol=1e-12, equal_nan=True)
+    # the estimates (rounding-level differences of two solves) differ between compilations; both pass EXP_RTOL
+    assert np.all(np.asarray(tinfo.error_estimate)[1:] <= G.EXP_RTOL) and np.all(einfo.error_estimate[1:] <= G.EXP_RTOL)
+
+
+@pytest.mark.slow  # 25 s: the reverse-mode compile through the two checked solves
+def test_grad_of_exp_map_in_v_matches_a_central_difference():
+    import jax
+
+    rng = np.random.default_rng(12)
+    x, v = rng.normal(size=(8, 2)), 0.5 * rng.normal(size=(8, 2))
+    f = lambda w: geometry.exp_map(CAT, x[1], w)[0]  # noqa: E731
+    g = np.asarray(jax.grad(f)(v[1]))
+    h = 1e-5
+    fd = np.array([(f(v[1] + h * e) - f(v[1] - h * e)) / (2 * h) for e in np.eye(2)])
+    assert np.allclose(g, fd, rtol=1e-6, atol=1e-8)
+
+
+def test_sectional_curvature_under_jit_and_vmap_equals_the_eager_call():
+    import jax
+
+    rng = np.random.default_rng(13)
+    fam = geometry.categorical(4)
+    x, u, v = (rng.normal(size=(8, 3)) for _ in range(3))
+    v[0] = 2 * u[0]  # parallel: undefined either way
+    eager, einfo = geometry.sectional_curvature(fam, x, u, v, return_info=True)
+    traced, tinfo = jax.jit(lambda *a: geometry.sectional_curvature(fam, *a, return_info=True))(x, u, v)
+    assert np.array_equal(np.asarray(tinfo.status), einfo.status) and einfo.status[0] == 2
+    assert np.allclose(np.asarray(traced), eager, rtol=1e-13, equal_nan=True)
+    k2 = jax.vmap(lambda *a: geometry.sectional_curvature(CAT, *a))(x[:, :2], u[:, :2], v[:, :2] + 1.0)
+    assert np.max(np.abs(np.asarray(k2) - 0.25)) < 1e-9  # 2-d traced: the float64 contraction
+
+
+def test_log_map_and_distance_refuse_traced_input_with_what_to_do():
+    import jax
+
+    for f in (geometry.log_map, geometry.geodesic_distance):
+        with pytest.raises(TypeError, match="outside the transformation.*exp_map and sectional_curvature are traceable"):
+            jax.jit(lambda a, b, f=f: f(CAT, a, b))(np.zeros(2), np.ones(2))

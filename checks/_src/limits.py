@@ -41,8 +41,8 @@ GEODESIC_FAMILIES = ("categorical n=3", "attention n=4 m=2 keys#0")
 GEODESIC_FAMILIES_QUICK = ("categorical n=3",)
 GEODESIC_STEP = 0.5
 SAME_KEY_ANGLE = 0.15
-#: entropies of the geodesic measurements: RAY_H_MAX down to this (below ~1e-5 the float64 geodesic
-#: solve of pairs far apart in logits stops converging: geometry._src.geodesics documents why; pairs
+#: entropies of the geodesic measurements: RAY_H_MAX down to this (below ~4e-6 the float64 geodesic
+#: solve of pairs near different vertices stops converging: geometry._src.geodesics documents why; pairs
 #: that do not converge are counted undefined, never used)
 GEODESIC_H_MIN = 1e-7
 GEODESIC_POINTS, GEODESIC_POINTS_QUICK = 8, 8

@@ -5,12 +5,16 @@ the round sphere has positive curvature).
 
 The geodesic equation
 ---------------------
-:math:`\ddot x^k = -\Gamma^k_{ij}(x)\,\dot x^i\dot x^j` with the Christoffel symbols of
-:func:`geometry._src.tensors.christoffel` (autodiff of ``family.metric``), integrated as a
-first-order system in ``(x, v)`` over ``t in [0, 1]`` by diffrax's ``Dopri8`` (an
-8th-order embedded Runge--Kutta pair) with a PID step-size controller at
-``rtol = atol = ODE_RTOL``.  Eighth order because at a tolerance of 1e-12 it takes 5--30
-steps where a 5th-order pair (``Tsit5``) takes hundreds.  A geodesic that leaves the
+:math:`\ddot x^k = -\Gamma^k_{ij}(x)\,\dot x^i\dot x^j`, integrated as a first-order system in
+``(x, v)`` over ``t in [0, 1]`` by diffrax's ``Dopri8`` (an 8th-order embedded Runge--Kutta pair)
+with a PID step-size controller at ``rtol = atol = ODE_RTOL``.  The acceleration of softmax
+families (categorical, attention, multi-head) comes from their isometric embedding
+:math:`y = 2\sqrt p` (:func:`_embedded_acceleration`: :math:`\ddot x = -J^+ D^2y[\dot x, \dot x]`, Gauss's
+formula, by a QR least-squares solve); that of every other family from the Christoffel symbols of
+:func:`geometry._src.tensors.christoffel` (autodiff of ``family.metric``).  The two agree to
+~2e-15 where both are accurate (tests/test_geodesics.py); at low entropy only the first is (below).
+Eighth order because at a tolerance of 1e-12 it takes 5--30 steps where a 5th-order pair
+(``Tsit5``) takes hundreds.  A geodesic that leaves the
 domain before ``t = 1`` (on the simplex the boundary is at finite distance: logits run to
 infinity in finite time) drives the step size below ``ODE_DTMIN`` and stops the solve
 with ``dt_min_reached``; that, ``max_steps``, non-finite values and end points outside the
@@ -30,13 +34,22 @@ move probability off the dominant key; a unit-speed geodesic then moves the logi
 (relative tolerances on ``x`` and ``v``), and the shooting below works in Fisher-normalised
 velocities ``w = L_a^T v`` (``g_a = L_a L_a^T``), in which the problem is as well-scaled at
 entropy 1e-3 as at log n, and its initial guess is the chord of the isometric embedding
-:math:`y = 2\sqrt p` (:func:`embedding`), not the coordinate segment.  Measured limit: for pairs near
-*different* vertices with :math:`p_{\min} \lesssim 10^{-6}` (categorical(3): logits ``(15, 0)`` to
-``(0, 15)``) the rounding of :math:`\Gamma(\dot x, \dot x)`, amplified by :math:`|\dot x|^2 \sim 1/p_{\min}`,
-exceeds ``ODE_RTOL``: the step-size controller rejects step after step and the solve ends with
-``max_steps_reached`` -- reported as undefined with that reason (a looser tolerance would return a
-number, but not to 1e-8).  Reparametrising time by the coordinate speed does not help (the noise is
-in the right-hand side, not in the time scale; tried).  Pairs near the *same* vertex are unaffected.
+:math:`y = 2\sqrt p` (:func:`embedding`), not the coordinate segment.  Measured limit (categorical(3), pairs near *different* vertices,
+logits ``(L, 0)`` to ``(0.3 L, L)``, against the sphere closed form): with the Christoffel acceleration
+the rounding of :math:`\Gamma(\dot x, \dot x)` (it solves with ``g``, :math:`\operatorname{cond} g \sim
+1/p_{\min}`), amplified by :math:`|\dot x|^2 \sim 1/p_{\min}`, exceeded ``ODE_RTOL`` from
+:math:`p_{\min} \lesssim 10^{-6}` on (``max_steps_reached``).  With the embedding acceleration (whose
+right-hand side agrees with a 40-digit mpmath evaluation to 7e-16 for ``L = 15 .. 30``, down to
+:math:`p_{\min} = 10^{-13}`)
+these pairs converge, to 4e-14 of the closed form, down to ``L = 16`` (:math:`p_{\min} = 1.1\cdot10^{-7}`,
+entropy 3.8e-6); from ``L = 18`` (:math:`p_{\min} = 1.5\cdot10^{-8}`, entropy 5.8e-7) they are reported
+undefined (``max_steps_reached`` / ``dt_min_reached``).  The cause there is the error control, not the
+right-hand side: diffrax's controller tests each component of ``v`` against ``rtol |v_i|``, and where the
+two small probabilities differ by many orders (e.g. ``p = (1, 1e-6, 1e-13)`` on the way) the slow logit's
+velocity is O(1) while the least-squares rounding leaked from the fast one (:math:`\sim
+\varepsilon\operatorname{cond}(J)^2|\ddot x|`) is not, so steps shrink to ~1e-7 (a Fisher-norm error
+control would remove it; not done).  A looser tolerance would return a number, but not to 1e-8.
+Pairs near the *same* vertex are unaffected.
 Where the metric underflows float64 the pair is reported undefined, never returned as a number.
 
 The logarithmic map: shooting with Levenberg--Marquardt and continuation
@@ -52,6 +65,12 @@ initial-value solver, and its answer is verified by the same solve that ``exp_ma
 Pairs that direct shooting does not converge for are solved again by continuation: shoot to
 the intermediate targets ``a + s (b - a)``, ``s in CONTINUATION``, each from the previous
 solution scaled by the ratio of the ``s`` (the same compiled program, no new compile).
+
+Nearby pairs (metric variation at most ``SHORT_VARIATION``, :func:`_short_pair`) take the second-order
+answer instead, accepted only where ``exp_a(v)`` lands on ``b`` to ``GEODESIC_RTOL``: the variation test
+once looked only at the speed along the segment, which is constant for pairs symmetric under an isometry
+(categorical(3) logits ``(15, 0)`` and ``(0, 15)``), and returned their segment length, 10.0 instead of the
+distance 3.14, as converged.
 
 A pair has status ``FLOAT64`` (converged) only when its error estimate
 ``(|exp_a(v) - b|_{g_b} + integration error) / |v|_{g_a}`` is at most ``GEODESIC_RTOL`` and
@@ -101,8 +120,9 @@ ODE_CHECK_RTOL = 1e-10
 #: steps per solve before ``max_steps_reached``
 ODE_MAX_STEPS = 1024
 #: steps per solve inside the shooting iterations (a trial velocity needing more is rejected; pairs whose
-#: geodesic needs more are reported undefined); under ``vmap`` every pair of a batch waits for the slowest
-SHOOT_ODE_MAX_STEPS = 256
+#: geodesic needs more are reported undefined); as ODE_MAX_STEPS, because low-entropy geodesics between
+#: different vertices take 300--600 steps (entropy 1e-5: 340); under ``vmap`` a batch waits for its slowest pair
+SHOOT_ODE_MAX_STEPS = 1024
 #: smallest step (of ``t in [0, 1]``): below it the geodesic is leaving the domain (``dt_min_reached``)
 ODE_DTMIN = 1e-13
 #: Levenberg--Marquardt termination tolerances (on ``w`` and on the residual) and its iteration cap
@@ -133,8 +153,9 @@ MIN_BATCH = 8
 
 _ODE_RESULT = {int(item._value): name for name, item in diffrax.RESULTS._name_to_item.items()}
 _ODE_WHY = {
-    "max_steps_reached": (f"the geodesic solve took more than ODE_MAX_STEPS = {ODE_MAX_STEPS} steps (at low entropy: "
-                          "the float64 rounding of Gamma(v, v), amplified by |v|^2 ~ 1/p_min, exceeds ODE_RTOL)"),
+    "max_steps_reached": (f"the geodesic solve took more than ODE_MAX_STEPS = {ODE_MAX_STEPS} steps (at low entropy, "
+                          "p_min below ~1e-7 near different vertices: the per-component error control of the slow logits' "
+                          "velocity cannot be met in float64; see geometry._src.geodesics)"),
     "dt_min_reached": (f"the step size fell below ODE_DTMIN = {ODE_DTMIN:g}: the geodesic leaves the domain before t = 1 "
                        "(runs to infinity in these coordinates), or moves them too fast to follow (at low entropy logits "
                        "move at speed ~ 1/sqrt(p_min))"),
@@ -173,26 +194,83 @@ class GeodesicInfo:
     def converged(self):
         return self.status == FLOAT64
 
+    def tree_flatten(self):
+        # arrays are the leaves; the reasons (a dict of strings, empty for traced calls) and the tolerance are static
+        return (self.status, self.residual, self.error_estimate, self.steps, self.iterations), (
+            tuple(sorted(self.reasons.items())), self.tolerance)
+
+    @classmethod
+    def tree_unflatten(cls, aux, leaves):
+        status, residual, err, steps, iterations = leaves
+        return cls(status, residual, err, dict(aux[0]), aux[1], steps, iterations)
+
     def counts(self) -> dict:
-        out = {"total": int(self.status.size)}
+        out = {"total": int(np.size(self.status))}
         for code, name in STATUS_NAMES.items():
             out[name] = int(np.sum(self.status == code))
         return out
 
 
+jax.tree_util.register_pytree_node(GeodesicInfo, GeodesicInfo.tree_flatten, GeodesicInfo.tree_unflatten)
+
+
 # --------------------------------------------------------------------------- traced kernels (one pair)
+
+
+def _christoffel_acceleration(family, x, v):
+    r""":math:`\ddot x = -\Gamma(x)(\dot x, \dot x)` from the autodiff Christoffel symbols (every family)."""
+    return -jnp.einsum("kij,i,j->k", tensors.christoffel(family, x), v, v)
+
+
+def _embedded_acceleration(heads, x, v):
+    r""":math:`\ddot x = -J^+\,D^2y[\dot x, \dot x]` through the isometric embedding :math:`y = 2\sqrt p` of softmax heads.
+
+    Gauss's formula: a curve on a submanifold :math:`y(x)` of Euclidean space is a geodesic of the
+    induced metric :math:`g = J^\top J` (:math:`J = \partial y/\partial x`) iff its ambient acceleration
+    :math:`\ddot y = J\ddot x + D^2y[\dot x, \dot x]` is normal to the tangent space, i.e.
+    :math:`J^\top\ddot y = 0`, so :math:`\ddot x = -(J^\top J)^{-1}J^\top D^2y[\dot x,\dot x]`; in exact
+    arithmetic this is :math:`-\Gamma(\dot x,\dot x)` (do Carmo, *Riemannian Geometry*, ch. 6, sec. 2).
+    The Fisher metric of a softmax head is the pullback of the sphere of radius 2 by :math:`y = 2\sqrt p`
+    (:func:`embedding`), and the heads of a multi-head family are independent, so ``y`` is their concatenation.
+
+    Per head, with :math:`z = sKx + b`, :math:`c_i = \dot z_i - \sum_l p_l\dot z_l` and
+    :math:`\tilde k_i = sk_i - \sum_l p_l\,sk_l`:
+    :math:`J_{i\cdot} = \tfrac12 y_i\tilde k_i`, :math:`c_i = \tilde k_i\cdot\dot x` and
+    :math:`D^2y_i[\dot x,\dot x] = y_i\,(c_i^2/4 - \tfrac12\sum_l p_l c_l^2)`.  Why not autodiff of the
+    Christoffel symbols: at low entropy the metric is nearly singular (:math:`\operatorname{cond} g \sim
+    1/p_{\min}`) and :math:`|\dot x|^2 \sim 1/p_{\min}`, so the float64 rounding of :math:`\Gamma(\dot x, \dot x)`
+    (which solves with ``g``) exceeds ``ODE_RTOL``.  Here the centred keys are formed as
+    :math:`\sum_l p_l(sk_i - sk_l)` (no cancellation: the dominant key's row, of size :math:`p_{\min}`, keeps
+    its relative precision), the variance is a sum of positive terms, and ``J^+`` is applied by a
+    Householder QR least-squares solve, whose rounding grows with :math:`\operatorname{cond} J =
+    \sqrt{\operatorname{cond} g}`, not with ``cond g``.
+    """
+    jac, d2 = [], []
+    for h in heads:
+        sk = h.scale * jnp.asarray(h.keys)  # (n, m)
+        logp = stable_log_softmax(h.logits(x))
+        p, y = jnp.exp(logp), 2.0 * jnp.exp(0.5 * logp)
+        kc = jnp.einsum("l,ilm->im", p, sk[:, None, :] - sk[None, :, :])  # centred keys, termwise
+        c = kc @ v
+        var = jnp.sum(p * c**2)
+        jac.append(0.5 * y[:, None] * kc)
+        d2.append(y * (0.25 * c**2 - 0.5 * var))
+    q, r = jnp.linalg.qr(jnp.concatenate(jac), mode="reduced")
+    return -jax.scipy.linalg.solve_triangular(r, q.T @ jnp.concatenate(d2), lower=False)
 
 
 def _acceleration(t, y, family):
     x, v = y
-    return v, -jnp.einsum("kij,i,j->k", tensors.christoffel(family, x), v, v)
+    heads = family.softmax_heads()
+    return v, (_embedded_acceleration(heads, x, v) if heads else _christoffel_acceleration(family, x, v))
 
 
 _TERM = diffrax.ODETerm(_acceleration)
 _SOLVER = diffrax.Dopri8()
 
 
-def _solve(family, x, v, rtol, saveat, adjoint, max_steps=ODE_MAX_STEPS):
+def _solve(family, x, v, rtol, saveat, adjoint, max_steps=None):
+    max_steps = ODE_MAX_STEPS if max_steps is None else max_steps
     controller = diffrax.PIDController(rtol=rtol, atol=rtol, dtmin=ODE_DTMIN, force_dtmin=False)
     return diffrax.diffeqsolve(_TERM, _SOLVER, 0.0, 1.0, None, (x, v), family, saveat=saveat,
                                stepsize_controller=controller, max_steps=max_steps, throw=False, adjoint=adjoint)
@@ -278,15 +356,23 @@ def _shoot_kernel(family, a, b, w0):
     return dict(w=sol.value, v=linv_a.T @ sol.value, iterations=sol.stats["num_steps"], lm_result=sol.result._value)
 
 
+def _exp_kernel(family, a, v):
+    """:func:`_checked_flow` and the exp map's relative error estimate ``error`` (integration error and
+    half the energy drift, relative to ``|v|_g``)."""
+    out = _checked_flow(family, a, v)
+    speed = out["speed"]
+    rel = out["flow_err"] / jnp.where(speed > 0, speed, 1.0)
+    out["error"] = jnp.maximum(jnp.where(speed > 0, rel, out["flow_err"]), 0.5 * out["drift"])
+    return out
+
+
 def _check_kernel(family, a, v, b):
     """The verification of a geodesic from ``a`` with velocity ``v`` (shared by exp_map and log_map: one program).
 
     ``error`` is the exp map's relative error estimate; ``residual``/``log_error``/``line`` judge it as
     a log map toward ``b`` (exp_map passes ``b = a`` and ignores them)."""
-    out = _checked_flow(family, a, v)
+    out = _exp_kernel(family, a, v)
     speed = out["speed"]
-    rel = out["flow_err"] / jnp.where(speed > 0, speed, 1.0)
-    out["error"] = jnp.maximum(jnp.where(speed > 0, rel, out["flow_err"]), 0.5 * out["drift"])
     res = jnp.sqrt(jnp.sum(_miss(family, b)(out["x1"]) ** 2))
     total = res + out["flow_err"] + 0.5 * out["drift"] * speed
     out.update(residual=res, line=_segment_length(family, a, b),
@@ -323,18 +409,31 @@ def _straight_guess(family, a, b):
 def _short_pair(family, a, b, ga, gb):
     r"""The second-order answer for nearby pairs, where shooting loses digits to ``exp(a, v) - b``.
 
-    With :math:`\delta = b - a` and :math:`\varepsilon = |L_a - L_b| / L_m` (:math:`L_x = |\delta|_{g(x)}`,
-    ``m`` the midpoint) the metric varies by a relative :math:`\varepsilon` along the segment, the
-    geodesic deviates from it by :math:`O(\varepsilon|\delta|)` and, the length being stationary at the
-    geodesic, the two lengths differ by a relative :math:`O(\varepsilon^2)`.  Returns Simpson's length
+    With :math:`\delta = b - a` the pair is *short* when the metric is nearly constant over the
+    segment, measured by
+    :math:`\varepsilon = \max(|L_a - L_b|, |L_a + L_b - 2L_m|)/L_m` (:math:`L_x = |\delta|_{g(x)}`,
+    ``m`` the midpoint: the variation of the speed along the segment) together with
+    :math:`|\Gamma_x(\delta, \delta)|_{g(x)} / |\delta|_{g(x)}` at ``x = a, b`` (the bending of the
+    geodesic away from the segment: the geodesic is :math:`a + t\delta + \tfrac12 t(1-t)\Gamma(\delta,
+    \delta) + O(\delta^3)`, so the metric's variation *across* the segment counts, not only along it;
+    the speed terms alone vanish for pairs symmetric under an isometry, e.g. logits ``(15, 0)`` and
+    ``(0, 15)`` of categorical(3), where :math:`L_a = L_b`).  The geodesic deviates from the segment by
+    :math:`O(\varepsilon|\delta|)` and, the length being stationary at the geodesic, the two lengths
+    differ by a relative :math:`O(\varepsilon^2)`.  Returns Simpson's length
     :math:`(L_a + 4L_m + L_b)/6`, the velocity :math:`v = \delta + \tfrac12\Gamma_a(\delta, \delta)`
     (:math:`\exp_a(v) = a + v - \tfrac12\Gamma_a(v, v) + O(\delta^3)`) and :math:`\varepsilon`.
+    :func:`_log` also checks ``exp_a(v)`` against ``b`` before it accepts the answer.
     """
     d = b - a
     la, lb, lm = _fisher_norm(ga, d), _fisher_norm(gb, d), _fisher_norm(fisher.metric(family, 0.5 * (a + b)), d)
-    eps = jnp.abs(la - lb) / jnp.where(lm > 0, lm, 1.0)
-    v = d + 0.5 * jnp.einsum("kij,i,j->k", tensors.christoffel(family, a), d, d)
-    return dict(v=v, length=(la + 4 * lm + lb) / 6, variation=eps)
+    safe_lm = jnp.where(lm > 0, lm, 1.0)
+    bend_a = jnp.einsum("kij,i,j->k", tensors.christoffel(family, a), d, d)
+    bend_b = jnp.einsum("kij,i,j->k", tensors.christoffel(family, b), d, d)
+    eps = jnp.maximum(jnp.maximum(jnp.abs(la - lb), jnp.abs(la + lb - 2 * lm)) / safe_lm,
+                      jnp.maximum(_fisher_norm(ga, bend_a) / jnp.where(la > 0, la, 1.0),
+                                  _fisher_norm(gb, bend_b) / jnp.where(lb > 0, lb, 1.0)))
+    eps = jnp.where(jnp.isfinite(eps), eps, jnp.inf)
+    return dict(v=d + 0.5 * bend_a, length=(la + 4 * lm + lb) / 6, variation=eps)
 
 
 def sectional_kernel(family, x, u, v):
@@ -388,9 +487,76 @@ def _check_bool(value, name):
 def _refuse_traced(family, *arrays, what):
     if tracing(family, arrays):
         raise TypeError(
-            f"{what} is host-side (per-pair status, continuation, domain checks) and cannot run on traced values "
-            "(inside jax.jit / vmap / grad); call it outside the transformation"
+            f"{what} is host-side (shooting with continuation on the pairs that did not converge, per-pair reasons, "
+            "domain checks) and cannot run on traced values (inside jax.jit / vmap / grad): call it outside the "
+            "transformation, on concrete arrays (it batches and compiles its kernels itself, vectorised over pairs); "
+            "exp_map and sectional_curvature are traceable"
         )
+
+
+def _traced_rows(fam, arr, name):
+    """A traced (or concrete) ``(..., dim)`` argument as ``(rows, lead)``; shapes are checked (values cannot be)."""
+    arr = jnp.asarray(arr, jnp.float64)
+    if arr.ndim == 0 or arr.shape[-1] != fam.dim:
+        raise ValueError(f"{name} must have shape (..., {fam.dim}) for {fam.name}, got shape {arr.shape}")
+    return arr, arr.shape[:-1]
+
+
+def _traced_broadcast(fam, named):
+    rows = [_traced_rows(fam, a, n) for n, a in named]
+    try:
+        lead = jnp.broadcast_shapes(*[l for _, l in rows])
+    except ValueError:
+        desc = ", ".join(f"{n} {tuple(l)}" for (n, _), (_, l) in zip(named, rows))
+        raise ValueError(f"the leading (batch) shapes do not broadcast: {desc}") from None
+    return [jnp.broadcast_to(r, lead + (fam.dim,)).reshape(-1, fam.dim) for r, _ in rows], tuple(lead)
+
+
+def _definite(fam, x):
+    """Traced domain test: the float64 Cholesky factor of the metric at ``x`` exists and is finite."""
+    return jnp.all(jnp.isfinite(cholesky_inverse(fisher.metric(fam, x))))
+
+
+def _exp_traced(fam, theta, v, return_info):
+    r"""exp_map on traced values: the eager kernel vmapped, the status as an array, no reasons.
+
+    The status rules are the eager ones with the domain test replaced by the traced one of
+    :func:`_definite` (the metric at both end points is positive definite and finite)."""
+    (x, vv), lead = _traced_broadcast(fam, [("theta", theta), ("v", v)])
+
+    def one(x, v):
+        out = _exp_kernel(fam, x, v)
+        ok = ((out["result"] == 0) & out["finite"] & _definite(fam, x) & _definite(fam, jnp.where(out["finite"], out["x1"], x))
+              & (out["error"] <= EXP_RTOL))
+        return jnp.where(ok, out["x1"], jnp.nan), jnp.where(ok, FLOAT64, UNDEFINED).astype(jnp.int8), out["drift"], out["error"], out["steps"]
+
+    x1, status, drift, err, steps = jax.vmap(one)(x, vv)
+    out = x1.reshape(lead + (fam.dim,))
+    if not return_info:
+        return out
+    return out, GeodesicInfo(status.reshape(lead), drift.reshape(lead), err.reshape(lead), {}, EXP_RTOL, steps.reshape(lead))
+
+
+def _sectional_traced(fam, theta, u, v, return_info):
+    r"""sectional_curvature on traced values: the float64 contraction (:func:`sectional_kernel`) in every dimension.
+
+    In 2-d the eager call takes :math:`R/2` from the precision-controlled scalar curvature (high-precision tiers
+    are host-side); here the float64 value is kept where its estimate is at most ``SECTIONAL_RTOL`` and is NaN with
+    status 4 (untrusted) elsewhere, as in dim >= 3.  Parallel ``u, v`` or a non-finite value: status 2."""
+    (x, uu, vv), lead = _traced_broadcast(fam, [("theta", theta), ("u", u), ("v", v)])
+
+    def one(x, u, v):
+        k, err, sym, rel_gram = sectional_kernel(fam, x, u, v)
+        parallel = ~(jnp.abs(rel_gram) > PARALLEL_RTOL)
+        finite = jnp.isfinite(k) & _definite(fam, x)
+        status = jnp.where(parallel | ~finite, UNDEFINED, jnp.where(err <= SECTIONAL_RTOL, FLOAT64, UNTRUSTED))
+        return jnp.where(status == FLOAT64, k, jnp.nan), status.astype(jnp.int8), sym, jnp.where(parallel, jnp.inf, err)
+
+    k, status, sym, err = jax.vmap(one)(x, uu, vv)
+    out = k.reshape(lead)
+    if not return_info:
+        return out
+    return out, GeodesicInfo(status.reshape(lead), sym.reshape(lead), err.reshape(lead), {}, SECTIONAL_RTOL)
 
 
 def _points(fam, theta, name):
@@ -510,10 +676,16 @@ def exp_map(family: Family, theta, v, return_info: bool = False):
     ``|v|_g``) is at most ``EXP_RTOL``; otherwise the point is NaN and the reason is in
     ``info.reasons`` (``return_info=True``) or an :class:`UndefinedGeodesicWarning`.
     ``info.residual`` is the relative drift of the energy :math:`g(\dot x, \dot x)`.
+
+    Traceable: under ``jax.jit`` / ``jax.vmap`` / ``jax.grad`` (e.g. with respect to ``v``) the same kernel
+    runs on the traced values and ``info`` (a pytree) holds arrays: ``status`` (int8 codes), residual,
+    error estimate and steps, with no per-pair reasons; the domain test is then the traced one (the metric
+    at both end points positive definite and finite).
     """
     fam = check_family(family)
     return_info = _check_bool(return_info, "return_info")
-    _refuse_traced(fam, theta, v, what="exp_map")
+    if tracing(fam, (theta, v)):
+        return _exp_traced(fam, theta, v, return_info)
     x, lx, undef = _points(fam, theta, "theta")
     vv, lv = _vectors(fam, v, "v")
     (x, vv), lead, idx = _broadcast([("theta", x, lx), ("v", vv, lv)])
@@ -550,10 +722,21 @@ def _log(fam, a, b):
     w0, definite, short = _run(_GUESS, fam, a, b)
     near = definite & (short["variation"] <= SHORT_VARIATION)  # nearby pairs: the second-order answer
     shot = _run(_SHOOT, fam, a, b, w0)
+    shot_v = shot["v"].copy()
     shot["v"][near] = short["v"][near]
     out = _run(_CHECK, fam, a, shot["v"], b)
+    # the second-order answer is accepted only where exp_a(v) lands on b (an independent check of the
+    # short-pair test); the others take the shooting velocity, checked like every other pair
+    miss = (out["residual"] + out["flow_err"]) / np.where(short["length"] > 0, short["length"], 1.0)
+    demote = np.flatnonzero(near & ~((out["result"] == 0) & out["finite"] & (miss <= GEODESIC_RTOL)))
+    if demote.size:
+        near[demote] = False
+        shot["v"][demote] = shot_v[demote]
+        again = _run(_CHECK, fam, a[demote], shot_v[demote], b[demote])
+        for key in out:
+            out[key][demote] = again[key]
     out["speed"][near] = short["length"][near]
-    out["log_error"][near] = SHORT_SAFETY * short["variation"][near] ** 2 + SHORT_SAFETY * EPS
+    out["log_error"][near] = np.maximum(SHORT_SAFETY * short["variation"][near] ** 2 + SHORT_SAFETY * EPS, miss[near])
     iters = np.where(near, 0, shot["iterations"].astype(int))
 
     def ok(o):
@@ -712,13 +895,15 @@ def sectional_curvature(family: Family, theta, u, v, return_info: bool = False):
     contraction above with the error model of :mod:`geometry._src.linalg`; points whose estimate
     exceeds ``SECTIONAL_RTOL`` are NaN with status 4 (untrusted) and the reason.  ``u, v``
     (numerically) parallel: undefined.  Shapes ``(..., dim)``, broadcast; the result has the leading
-    shape.
+    shape.  Traceable (jit / vmap / grad): then the float64 contraction is used in every dimension,
+    trusted to ``SECTIONAL_RTOL`` (:func:`_sectional_traced`), and ``info`` holds arrays without reasons.
     """
     fam = check_family(family)
     return_info = _check_bool(return_info, "return_info")
-    _refuse_traced(fam, theta, u, v, what="sectional_curvature")
     if fam.dim < 2:
         raise ValueError(f"{fam.name} is {fam.dim}-dimensional: sectional curvature needs a 2-plane (dim >= 2)")
+    if tracing(fam, (theta, u, v)):
+        return _sectional_traced(fam, theta, u, v, return_info)
     x, lx, undef = _points(fam, theta, "theta")
     uu, lu = _vectors(fam, u, "u")
     vv, lv = _vectors(fam, v, "v")
