@@ -26,7 +26,7 @@ def _load_plugin(spec: str) -> None:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m checks", description="Measure every claim, write report.md/.json, index.html, the self-contained report.html and figures.")
-    p.add_argument("--quick", action="store_true", help="reduced sweeps (CI): under 2 minutes")
+    p.add_argument("--quick", action="store_true", help="reduced sweeps and fewer seeds (CI; the fix verdicts are marked provisional): about 3 minutes on 2 cores")
     p.add_argument("--only", nargs="+", metavar="ID", help="run only these check ids (see --list)")
     p.add_argument("--seed", type=int, default=0, help="seed of every random sweep (same seed => same numbers)")
     p.add_argument("--out", default="report", help="output directory (default: report/)")
