@@ -335,3 +335,14 @@ def test_log_map_and_distance_refuse_traced_input_with_what_to_do():
     for f in (geometry.log_map, geometry.geodesic_distance):
         with pytest.raises(TypeError, match="outside the transformation.*exp_map and sectional_curvature are traceable"):
             jax.jit(lambda a, b, f=f: f(CAT, a, b))(np.zeros(2), np.ones(2))
+
+
+def test_points_of_the_sectional_measurement_have_the_requested_entropy():
+    """The distances-blow-up check measures sectional curvature at fixed entropy: its points must have that entropy."""
+    from checks._src import limits
+
+    fam = geometry.attention(np.random.default_rng(0).normal(size=(16, 3)))
+    for h in (0.05, 2.0):
+        x = limits._points_at_entropy(fam, np.random.default_rng(1), h, 3)
+        assert x.shape == (3, 3)
+        np.testing.assert_allclose(np.asarray(geometry.entropy(fam, x)), h, rtol=limits.SECTIONAL_H_RTOL)

@@ -45,6 +45,16 @@ SAME_KEY_ANGLE = 0.15
 #: solve of pairs near different vertices stops converging: geometry._src.geodesics documents why; pairs
 #: that do not converge are counted undefined, never used)
 GEODESIC_H_MIN = 1e-7
+#: sectional curvature of one attention head at fixed entropy (context for "the manifold pinches"): the head's
+#: shape (m = 3, so the planes through a point differ), the entropy levels (nats), points per level (random
+#: directions scaled to the level by bisection to SECTIONAL_H_RTOL) and random planes per point
+SECTIONAL_SHAPE = (16, 3)
+SECTIONAL_H_LEVELS = (0.05, 0.3, 1.0, 2.0)
+SECTIONAL_POINTS, SECTIONAL_POINTS_QUICK = 8, 4
+SECTIONAL_PLANES, SECTIONAL_PLANES_QUICK = 8, 4
+SECTIONAL_H_RTOL = 1e-9
+#: a plane's sign counts as determined when its status is converged and its relative error estimate is below this
+SECTIONAL_SIGN_ERROR_MAX = 0.5
 GEODESIC_POINTS, GEODESIC_POINTS_QUICK = 8, 8
 
 
@@ -130,7 +140,7 @@ def fisher_rao_simplex(p, q):
 
 @register("distances-blow-up", "Low entropy makes distances blow up; nearby points become disconnected", order=60,
           quote="The manifold pinches. Distances blow up. Nearby points become disconnected.",
-          measured="True geodesic distances grew ≥ {DISTANCE_GROWTH_MIN:g}× as H → 0 in {geodesics.step.blow_up|count} of {geodesics.step.blow_up|known} cases for neighbouring queries and {geodesics.same_key.blow_up|count} of {geodesics.same_key.blow_up|known} for queries attending to the same key; rays down to H ≈ {rays.H_min|max:.0e} have finite length (at most {rays.ray_length_to_H_min|max:.2f}), and no two of {simplex_pairs.pairs} random points of the simplex are farther apart than {simplex_pairs.max_distance:.4f} (π).")
+          measured="True geodesic distances grew ≥ {DISTANCE_GROWTH_MIN:g}× as H → 0 in {geodesics.step.blow_up|count} of {geodesics.step.blow_up|known} cases for neighbouring queries and {geodesics.same_key.blow_up|count} of {geodesics.same_key.blow_up|known} for queries attending to the same key; rays down to H ≈ {rays.H_min|max:.0e} have finite length (at most {rays.ray_length_to_H_min|max:.2f}), and no two of {simplex_pairs.pairs} random points of the simplex are farther apart than {simplex_pairs.max_distance:.4f} (π); one attention head's sectional curvature changes sign at fixed entropy at {sectional.levels.sign_changes|count} of {sectional.levels|len} levels.")
 def distances_blow_up(ctx) -> Result:
     thresholds = [
         Threshold("DISTANCE_GROWTH_MIN", verdicts.DISTANCE_GROWTH_MIN,
@@ -164,6 +174,7 @@ def distances_blow_up(ctx) -> Result:
             blow_up=verdicts.distances_blow_up(l_ref, l_far),
         ))
     geo_rows, geo_plot = _geodesic_distances(ctx, rs)
+    sectional, sectional_points = _sectional_at_fixed_entropy(ctx)
     # categorical simplex: random pairs, including near-vertex ones, never exceed pi
     rng = ctx.rng(600)
     n = 6
@@ -182,6 +193,14 @@ def distances_blow_up(ctx) -> Result:
         figs.append(figures.geodesic_distances_vs_entropy(
             geo_plot, ctx.figure_path("distances_vs_entropy.png"),
             f"Fisher-Rao geodesic distances as H → 0: grow by >= {verdicts.DISTANCE_GROWTH_MIN:g}x on {n_blow} of {len(measured)} cases").split("/")[-1])
+    n_change = sum(lev["sign_changes"] for lev in sectional["levels"])
+    figs.append(figures.sectional_at_fixed_entropy(
+        sectional["levels"], ctx.figure_path("sectional_at_fixed_entropy.png"),
+        f"{sectional['family']}: sectional curvature changes sign at fixed entropy at {n_change} of "
+        f"{len(sectional['levels'])} levels").split("/")[-1])
+    sectional_text = "; ".join(
+        f"H={lev['H']:g}: {lev['positive']} > 0, {lev['negative']} < 0 of {lev['n_determined']} determined"
+        + (f", K in [{lev['K_min']:.3g}, {lev['K_max']:.3g}]" if lev["n_determined"] else "") for lev in sectional["levels"])
     geo_text = "; ".join(
         f"{f} {'step ' + format(GEODESIC_STEP, 'g') if k == 'step' else 'same key'}: "
         f"{c['d_ref']:.3g} at H={c['H_ref']:.1e} → {c['d_far']:.3g} at H={c['H_far']:.1e} ({c['converged']}/{c['pairs']} converged)"
@@ -193,8 +212,12 @@ def distances_blow_up(ctx) -> Result:
         f"H=1e-30 on {n_blow_rays} of {len(rows)} rays; it converges: "
         + "; ".join(f"{r['family']}: {r['ray_length_to_H_1em3']:.4f} → {r['ray_length_to_H_min']:.4f}" for r in rows)
         + f". Largest metric eigenvalue at H=1e-30: {max(r['metric_eig_max_end'] for r in rows):.2e} (it shrinks, not grows). "
-        f"Simplex n={n}: max Fisher-Rao distance over 4000 random pairs {d.max():.4f} <= π: {within}."
+        f"Simplex n={n}: max Fisher-Rao distance over 4000 random pairs {d.max():.4f} <= π: {within}. "
+        f"Sectional curvature of {sectional['family']} on random planes at fixed entropy (sign determined where the "
+        f"relative error estimate < {SECTIONAL_SIGN_ERROR_MAX:g}): {sectional_text}; the sign changes at fixed entropy at "
+        f"{n_change} of {len(sectional['levels'])} levels."
     )
+    sweep.add_counts(points, sectional_points)
     for g in geo_rows:
         for kind in ("step", "same_key"):
             c = g[kind]
@@ -204,9 +227,61 @@ def distances_blow_up(ctx) -> Result:
     thresholds.append(Threshold("GEODESIC_STEP", GEODESIC_STEP, "step pairs: x and x + value * u (|u| = 1, Euclidean in query space)"))
     thresholds.append(Threshold("GEODESIC_H_MIN", GEODESIC_H_MIN, "geodesic distances are measured from H = RAY_H_MAX down to H = value"))
     thresholds.append(Threshold("SAME_KEY_ANGLE", SAME_KEY_ANGLE, "same-key pairs: t v and t v' with angle(v, v') = value rad, same argmax key"))
-    return Result(verdict, thresholds, dict(rays=rows, geodesics=geo_rows,
+    thresholds.append(Threshold("SECTIONAL_SIGN_ERROR_MAX", SECTIONAL_SIGN_ERROR_MAX,
+                                "a plane's sectional-curvature sign counts if converged with relative error estimate < value"))
+    return Result(verdict, thresholds, dict(rays=rows, geodesics=geo_rows, sectional=sectional,
                                             simplex_pairs=dict(n=n, pairs=4000, max_distance=float(d.max()), within_diameter=within)),
                   figs, points, summary)
+
+
+def _points_at_entropy(fam, rng, h, k):
+    """``k`` points ``t v`` (``v`` random unit directions) with ``H(t v) = h`` to SECTIONAL_H_RTOL: the first
+    crossing of ``h`` on T_GRID, then bisection in ``log t`` (directions whose ray never reaches ``h`` are redrawn)."""
+    out = []
+    for _ in range(50 * k):
+        if len(out) == k:
+            break
+        v = _ray_direction(rng, fam)
+        hs = sweep.entropy(fam, T_GRID[:, None] * v)
+        below = np.flatnonzero(hs <= h)
+        if not below.size or below[0] == 0:
+            continue
+        lo, hi = np.log(T_GRID[below[0] - 1]), np.log(T_GRID[below[0]])
+        for _ in range(60):
+            mid = 0.5 * (lo + hi)
+            lo, hi = (mid, hi) if sweep.entropy(fam, np.exp(mid) * v[None, :])[0] > h else (lo, mid)
+        x = np.exp(0.5 * (lo + hi)) * v
+        if abs(sweep.entropy(fam, x[None, :])[0] - h) <= SECTIONAL_H_RTOL * h:
+            out.append(x)
+    return np.array(out)
+
+
+def _sectional_at_fixed_entropy(ctx):
+    r"""Sectional curvature :math:`K(u, v)` (``geometry.sectional_curvature``; the round sphere is positive) of
+    ``attention(K)``, ``K`` of shape SECTIONAL_SHAPE, on random planes through points of each fixed entropy.
+
+    Returns the per-level counts of determined signs (converged, relative error estimate below
+    SECTIONAL_SIGN_ERROR_MAX), ``sign_changes`` (both signs among the determined planes of one level) and
+    the engine's point counts.
+    """
+    rng = ctx.rng(700)
+    fam = geometry.attention(rng.normal(size=SECTIONAL_SHAPE))
+    npts = SECTIONAL_POINTS_QUICK if ctx.quick else SECTIONAL_POINTS
+    planes = SECTIONAL_PLANES_QUICK if ctx.quick else SECTIONAL_PLANES
+    levels, points = [], {}
+    for h in SECTIONAL_H_LEVELS:
+        x = np.repeat(_points_at_entropy(fam, rng, h, npts), planes, axis=0)
+        u, w = rng.normal(size=x.shape), rng.normal(size=x.shape)
+        k, info = geometry.sectional_curvature(fam, x, u, w, return_info=True)
+        k = np.asarray(k, float)
+        det = (np.asarray(info.status) == 0) & (np.asarray(info.error_estimate) < SECTIONAL_SIGN_ERROR_MAX)
+        sweep.add_counts(points, info.counts())
+        pos, neg = int(np.sum(det & (k > 0))), int(np.sum(det & (k < 0)))
+        levels.append(dict(H=h, points=int(len(x) // planes), planes=int(k.size), determined=det.tolist(),
+                           n_determined=int(det.sum()), positive=pos, negative=neg, K=k.tolist(),
+                           K_min=float(np.min(k[det])) if det.any() else None,
+                           K_max=float(np.max(k[det])) if det.any() else None, sign_changes=bool(pos and neg)))
+    return dict(family=fam.name, shape=list(SECTIONAL_SHAPE), levels=levels), points
 
 
 def _same_key_direction(fam, v, angle):

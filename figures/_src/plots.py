@@ -180,6 +180,27 @@ def geodesic_distances_vs_entropy(rows, path, title):
     return _save_entropy_log_axes(fig, ax, "Fisher-Rao distance (dimensionless)", title, path)
 
 
+def sectional_at_fixed_entropy(levels, path, title):
+    """Sectional curvature on random planes at points of fixed entropy, one column per level (symmetric-log
+    y axis, so both signs show).  ``levels``: ``{"H", "K", "determined"}``, ``determined`` a per-plane flag
+    (converged, sign certain); only determined planes are drawn (the others have no trusted value)."""
+    fig, ax = plt.subplots(figsize=(7.5, 4.8))
+    rng = np.random.default_rng(0)  # horizontal jitter only, so that the points of one level do not overlap
+    for i, lev in enumerate(levels):
+        k, det = np.asarray(lev["K"], float), np.asarray(lev["determined"], bool)
+        x = i + rng.uniform(-0.25, 0.25, size=k.size)
+        ax.scatter(x[det], k[det], s=14, color=style.PALETTE[i % len(style.PALETTE)])
+    ax.axhline(0.0, color="grey", lw=0.8)
+    ax.set_yscale("symlog", linthresh=1e-2)
+    ax.set_xticks(range(len(levels)), [f"H = {lev['H']:g}\n{int(np.sum(lev['determined']))} of {len(lev['K'])} planes"
+                                       for lev in levels])
+    ax.set_xlabel("points of fixed attention entropy (nats), random planes")
+    ax.set_ylabel("sectional curvature K(u, v) (symmetric log)")
+    ax.set_title(title)
+    fig.tight_layout()
+    return style.save(fig, path)
+
+
 def _save_entropy_log_axes(fig, ax, ylabel, title, path):
     """Log-log axes with H decreasing to the right (the low-entropy limit on the right), legend, title; saved."""
     ax.set_xscale("log")
