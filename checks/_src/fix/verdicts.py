@@ -85,23 +85,24 @@ def _power_thresholds(metric):
 
 
 def _power_status(res, opt, arm, metric, d, claimed_min):
-    """``(powered, text)``: whether the combination's interval is finite and met its target, and what to print.
+    """``(powered, text, miss)``: whether the combination's interval is finite and met its target, what to print,
+    and, for a missed power target, the words the verdict's headline names it with (else ``None``).
 
     Metrics without a power target (the entropy) count as powered when the half-width is at most the
     relevant effect: narrow enough that an absent effect would have been told from the relevant one."""
     hw = d["half_width"]
     if not math.isfinite(hw):
-        return False, "no finite interval"
+        return False, "no finite interval", None
     target = P.POWER_TARGETS.get(metric)
     if target is None:
         ok = hw <= claimed_min
-        return ok, f"half-width {hw:.3g}" + ("" if ok else f" > {claimed_min:g} (too wide to decide)")
+        return ok, f"half-width {hw:.3g}" + ("" if ok else f" > {claimed_min:g} (too wide to decide)"), None
     if hw <= target:
-        return True, f"half-width {hw:.3g} <= target {target:g}"
+        return True, f"half-width {hw:.3g} <= target {target:g}", None
     need = [ln["seeds_needed"] for ln in res.get("power_plan", {}).get("lines", [])
             if (ln["optimizer"], ln["arm"], ln["metric"]) == (opt, arm, metric)]
     more = f"; the pilot predicted {need[0]} seeds needed" if need else ""
-    return False, f"half-width {hw:.3g} > target {target:g}: MISSED ITS POWER TARGET{more}"
+    return False, f"half-width {hw:.3g} > target {target:g}: MISSED ITS POWER TARGET{more}", f"half-width {hw:.3g} > target {target:g}{more}"
 
 
 def _effect_check(res, metric, claimed_min, direction, thresholds, what, fmt="+.3g"):
@@ -118,12 +119,12 @@ def _effect_check(res, metric, claimed_min, direction, thresholds, what, fmt="+.
             d = by_arm[arm][metric]
             lo, hi = d["ci95"]
             c = classify(lo, hi, claimed_min, direction)
-            ok, ptxt = _power_status(res, opt, arm, metric, d, claimed_min)
+            ok, ptxt, miss = _power_status(res, opt, arm, metric, d, claimed_min)
             key = f"{opt}/{arm}"
             if arm in READINGS and learned["all"]:
                 classes[key], powered[key] = c, ok
-            if "MISSED" in ptxt and arm in READINGS:
-                misses.append(f"{key} ({ptxt.replace(': MISSED ITS POWER TARGET', '')})")
+            if miss and arm in READINGS:
+                misses.append(f"{key} ({miss})")
             meas[key] = dict(mean_diff=d["mean"], ci95=[lo, hi], half_width=d["half_width"], per_seed=d["diffs"],
                              arm_mean=d["arm_mean"], baseline_mean=d["baseline_mean"], verdict=c, power=ptxt)
             label = f"{key}" if arm in READINGS else f"[mechanism, lambda = {_lam(res, opt):g}] {key}"
