@@ -397,13 +397,14 @@ def _straight_guess(family, a, b):
     """
     g = fisher.metric(family, a)
     gb = fisher.metric(family, b)
-    definite = jnp.all(jnp.isfinite(cholesky_inverse(g))) & jnp.all(jnp.isfinite(cholesky_inverse(gb)))
+    linv_a = cholesky_inverse(g)
+    definite = jnp.all(jnp.isfinite(linv_a)) & jnp.all(jnp.isfinite(cholesky_inverse(gb)))
     short = _short_pair(family, a, b, g, gb)
     emb = embedding(family)
     if emb is None:
         return jnp.linalg.cholesky(g).T @ (b - a), definite, short
     jac = jax.jacfwd(emb)(a)
-    return cholesky_inverse(g) @ (jac.T @ (emb(b) - emb(a))), definite, short
+    return linv_a @ (jac.T @ (emb(b) - emb(a))), definite, short
 
 
 def _short_pair(family, a, b, ga, gb):
