@@ -148,6 +148,51 @@ def test_pipelined_map_points_equals_direct_evaluation(count):
     assert sum(seen) == count
 
 
+@pytest.mark.parametrize("count", [1, 64, 65, 200])
+def test_threaded_map_is_the_sequential_map_in_chunk_order(count):
+    fam = geometry.attention(np.random.default_rng(0).normal(size=(5, 2)))
+    flat = np.random.default_rng(count).normal(size=(count, 2))
+    seen, prepared = [], []
+
+    def prepare(block, start):
+        prepared.append(start)
+        return block
+
+    out = mapping.LocalMapper(16).map(_kernel, fam, flat, prepare, seen.append, workers=3)
+    np.testing.assert_array_equal(out["s"], flat[:, 0] - flat[:, 1])
+    np.testing.assert_array_equal(out["v"], flat * 2.0)
+    assert prepared == list(range(0, count, 16)) and sum(seen) == count
+
+
+def test_threaded_map_raises_the_first_bad_chunk_and_stops():
+    fam = geometry.attention(np.random.default_rng(0).normal(size=(5, 2)))
+    flat = np.zeros((200, 2))
+    prepared = []
+
+    def prepare(block, start):
+        prepared.append(start)
+        if start == 96:
+            raise ValueError("bad point in the chunk at 96")
+        return block
+
+    with pytest.raises(ValueError, match="chunk at 96"):
+        mapping.LocalMapper(16).map(_kernel, fam, flat, prepare, None, workers=2)
+    assert prepared == list(range(0, 112, 16))  # nothing prepared after the bad chunk
+
+
+def test_gram_kernel_calls_in_threads_give_the_bits_of_one_at_a_time(monkeypatch):
+    # N = 128 keys, m = 32: the Gram kernel, whose route lets two calls run at once
+    fam = geometry.attention(np.random.default_rng(3).normal(size=(128, 32)), 1 / np.sqrt(32))
+    x = 2.0 * np.random.default_rng(4).normal(size=(700, 32))
+    assert sw.CUMULANT.workers(fam) == sw.GRAM_WORKERS
+    monkeypatch.setattr(sw, "GRAM_WORKERS", 2)
+    both = geometry.scalar_curvature(fam, x, method="cumulant", chunk_size=128)
+    monkeypatch.setattr(sw, "GRAM_WORKERS", 1)
+    assert sw.CUMULANT.workers(fam) == 1
+    one = geometry.scalar_curvature(fam, x, method="cumulant", chunk_size=128)
+    np.testing.assert_array_equal(both, one)
+
+
 def test_scalar_curvature_chunking_changes_values_only_within_the_error_model():
     # different chunk shapes compile to different loops (vector remainders), so only rounding may differ
     fam = geometry.attention(np.random.default_rng(9).normal(size=(16, 2)))

@@ -538,7 +538,7 @@ def curvature(family, theta, *, method=None, rtol=DEFAULT_RTOL, chunk_size=None,
                     prepare(rows[start : start + chunk], start)
             tick(n)
         elif n:
-            first = Float64(routes.route_kernel(route, checked=method is None), chunk)
+            first = Float64(routes.route_kernel(route, checked=method is None), chunk, route.workers(fam))
             out = first.evaluate(fam, rows, rtol, None, mapper, prepare=prepare, progress=tick)
             r, rel = out.value, out.rel_error
             if not fam.definite_by_construction:

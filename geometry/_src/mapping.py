@@ -1,12 +1,15 @@
 """Mapping a per-point kernel over many points (layer 7): input rows, fixed-shape chunks, mappers.
 
-A *mapper* is a small value with one method, ``map(kernel, family, rows, prepare, progress)``:
+A *mapper* is a small value with one method, ``map(kernel, family, rows, prepare, progress, chunk, workers)``:
 it applies ``kernel(family, theta) -> pytree`` (a pure JAX function of one point) to every
 row of ``rows`` (an ``(N, dim)`` array-like, possibly a ``np.memmap``, read chunk by chunk),
 calls ``prepare(block, start)`` on each chunk before computing it (validation: it returns
 the float64 block or raises), reports the points done to ``progress(k)`` and returns the
 outputs as numpy arrays of leading size ``N``.  Every chunk has the same shape (the last
 is padded with copies of its first row and trimmed), so a sweep compiles exactly once.
+``workers`` (default 1) is how many chunks may be computed at once from host threads; the
+caller (a route, :attr:`geometry._src.routes.Route.workers`) says when its program allows it.
+Outputs, ``prepare`` calls, errors and progress are in chunk order whatever ``workers`` is.
 
 :class:`LocalMapper` runs on the default device; :class:`ShardedMapper` splits every
 step across devices with :func:`jax.shard_map`.  Both pipeline chunks: chunk ``k + 1``
@@ -22,6 +25,8 @@ instead of 146 ns a point for attention n=16, m=2; the values are bit for bit th
 
 from __future__ import annotations
 
+import collections
+import concurrent.futures
 import dataclasses
 import functools
 import time
@@ -92,9 +97,12 @@ def _empty_outputs(kernel, family):
     return jax.tree_util.tree_map(lambda s: np.zeros((0,) + s.shape, s.dtype), probe)
 
 
-def _pipelined(rows, step: int, prepare, run, collect, to_host=np.asarray) -> int:
+def _pipelined(rows, step: int, prepare, run, collect, to_host=np.asarray, workers: int = 1) -> int:
     """Chunks of ``step`` rows: ``prepare`` each, pad it, ``run`` it (asynchronous dispatch) and copy out the
-    previous chunk's results meanwhile (at most two chunks in flight).  Returns the number of chunks."""
+    previous chunk's results meanwhile (at most two chunks in flight).  Returns the number of chunks.
+    With ``workers > 1`` and more than one chunk, :func:`_threaded`."""
+    if workers > 1 and rows.shape[0] > step:
+        return _threaded(rows, step, prepare, run, collect, to_host, workers)
     pending, chunks = None, 0
     for start in range(0, rows.shape[0], step):
         block = prepare(rows[start : start + step], start)
@@ -104,6 +112,34 @@ def _pipelined(rows, step: int, prepare, run, collect, to_host=np.asarray) -> in
         pending = (start, block.shape[0], res)
         chunks += 1
     collect(*pending, to_host=to_host)
+    return chunks
+
+
+def _threaded(rows, step: int, prepare, run, collect, to_host, workers: int) -> int:
+    """:func:`_pipelined` with up to ``workers`` chunks computed at once, each by a host thread that calls
+    ``run`` and waits for its results.  JAX's asynchronous dispatch runs the calls of one host thread
+    one after the other on the CPU; calls from different threads run side by side.  ``prepare``
+    and ``collect`` stay on the calling thread, in chunk order, so a bad point is reported at the
+    same chunk (and with the same message) as without threads; queued chunks are cancelled then."""
+
+    def compute(block):
+        return jax.tree_util.tree_map(to_host, run(pad_rows(block, step)))
+
+    pending, chunks = collections.deque(), 0
+    pool = concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="geometry-mapper")
+    try:
+        for start in range(0, rows.shape[0], step):
+            block = prepare(rows[start : start + step], start)  # overlaps the chunks in flight
+            while len(pending) >= workers:
+                first, k, fut = pending.popleft()
+                collect(first, k, fut.result())
+            pending.append((start, block.shape[0], pool.submit(compute, block)))
+            chunks += 1
+        while pending:
+            first, k, fut = pending.popleft()
+            collect(first, k, fut.result())
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
     return chunks
 
 
@@ -136,7 +172,7 @@ class LocalMapper:
     def points_per_step(self, chunk: int) -> int:
         return chunk
 
-    def map(self, kernel: Callable, family, rows, prepare, progress=None, chunk: int | None = None):
+    def map(self, kernel: Callable, family, rows, prepare, progress=None, chunk: int | None = None, workers: int = 1):
         n = rows.shape[0]
         if not n:
             return _empty_outputs(kernel, family)
@@ -144,7 +180,7 @@ class LocalMapper:
         static, leaves = _split(family, n)
         fn = _local_program(kernel, static, chunk)
         collect = _Collector(n, progress)
-        _pipelined(rows, chunk, prepare, lambda block: fn(leaves, jnp.asarray(block)), collect)
+        _pipelined(rows, chunk, prepare, lambda block: fn(leaves, jnp.asarray(block)), collect, workers=workers)
         return collect.result()
 
 
@@ -207,7 +243,7 @@ class ShardedMapper:
     def points_per_step(self, chunk: int) -> int:
         return len(self.devices) * int(self.chunk or chunk)
 
-    def map(self, kernel: Callable, family, rows, prepare, progress=None, chunk: int | None = None):
+    def map(self, kernel: Callable, family, rows, prepare, progress=None, chunk: int | None = None, workers: int = 1):
         n = rows.shape[0]
         if not n:
             return _empty_outputs(kernel, family)
@@ -224,5 +260,5 @@ class ShardedMapper:
         def run(block):
             return fn(leaves, jax.make_array_from_callback(block.shape, sharding, lambda idx: block[idx]))
 
-        self.chunks = _pipelined(rows, step, prepare, run, collect)
+        self.chunks = _pipelined(rows, step, prepare, run, collect, workers=workers)
         return collect.result()

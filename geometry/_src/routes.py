@@ -61,6 +61,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import os
 from typing import Callable
 
 import equinox as eqx
@@ -383,6 +384,13 @@ def cumulant_gram_batch(family: Family, x):
     ``2N^2m`` Gram product dominates.  All four sums over ``G`` (the two contractions and
     the two magnitudes of the error model) are one pass over it.
     """
+    b = x.shape[0]
+    sub = gram_sub_batch(family)
+    if b > sub:  # sub-batches that keep their Gram matrices in cache, one compiled loop (lax.map)
+        pad = -b % sub
+        xs = jnp.concatenate([x, jnp.broadcast_to(x[:1], (pad,) + x.shape[1:])]) if pad else x
+        out = jax.lax.map(lambda c: cumulant_gram_batch(family, c), xs.reshape((-1, sub) + x.shape[1:]))
+        return tuple(o.reshape(-1)[:b] for o in out)
     w, u = _atoms_gram_batch(family, x)
     g = jnp.einsum("bam,bak->bmk", u * w[:, :, None], u)
     _, linv = batched_cholesky_inverse(g)
@@ -461,6 +469,10 @@ class Route:
     ``supports(family)`` says whether the family has what ``fn`` needs (``needs``
     names it for error messages); ``chunk`` is the points per compiled call that
     suits the route's memory (``O(dim^4)`` numbers a point for the autodiff routes).
+    ``workers(family)`` is how many calls of the compiled program a mapper may run at once
+    from host threads (1: one at a time); more than 1 only for programs made of plain XLA
+    operations, without LAPACK calls, whose use of XLA's thread pool deadlocked concurrent
+    calls here (cf. jax-ml/jax#25861).
     """
 
     name: str
@@ -468,6 +480,7 @@ class Route:
     supports: Callable[[Family], bool]
     needs: str
     chunk: int
+    workers: Callable[[Family], int] = lambda family: 1
 
 
 LEVI_CIVITA = Route("levi-civita", scalar_levi_civita, lambda f: True, "a metric", 256)
@@ -518,7 +531,8 @@ def rotated_cumulant(family: Family, theta):
 
 
 CUMULANT = Route("cumulant", scalar_cumulant, lambda f: f.softmax_heads() is not None,
-                 "a softmax-linear family (categorical/attention)", 16384)
+                 "a softmax-linear family (categorical/attention)", 16384,
+                 lambda f: GRAM_WORKERS if gram_batch_ok(f) else 1)
 ROUTES = {r.name: r for r in (LEVI_CIVITA, HESSIAN, CUMULANT)}
 
 
@@ -552,11 +566,30 @@ MAX_CHUNK_ATOM_ELEMENTS = 1 << 23
 #: (8 MiB): measured on this 2-core machine at N = 128, m = 32, the batched Gram product runs at
 #: about 80 GFlop/s for B <= 128 and at 23 GFlop/s at B = 256, once the Gram matrices leave the cache.
 GRAM_BATCH_ELEMENTS = 1 << 20
+#: Points per compiled call of :func:`cumulant_gram_batch` (it loops over sub-batches of
+#: :func:`gram_sub_batch` points inside the call, so the call's fixed host costs are shared by many
+#: sub-batches: at N = 128, m = 32 the engine took 85 us a point in calls of 64 points, 63 in calls of 1024).
+GRAM_CHUNK = 1024
+#: Calls of the Gram kernel run at once from host threads (:attr:`Route.workers`).  One call keeps
+#: about 1.2 of this machine's 2 cores busy (its batched products of 128 x 128 x m and its
+#: reductions over the Gram matrices run on one thread): measured at N = 128, chunks of 1024 points,
+#: 58 -> 37 us a point at m = 32 and 150-167 -> 92-99 us at m = 64 with two calls at once.
+GRAM_WORKERS = max(1, min(2, os.cpu_count() or 1))
+
+
+def gram_sub_batch(family: Family) -> int:
+    """Points per batched product of :func:`cumulant_gram_batch`: ``(B, N, N)`` Gram matrices within
+    :data:`GRAM_BATCH_ELEMENTS` (a power of two, at least 16)."""
+    n = num_atoms(family)
+    sub = max(16, GRAM_BATCH_ELEMENTS // (n * n))
+    return 1 << (int(sub).bit_length() - 1)
 
 
 def default_chunk(family: Family, route: Route) -> int:
     """Points per compiled call of ``route`` for ``family`` (a power of two)."""
     chunk = route.chunk
+    if route is CUMULANT and gram_batch_ok(family):
+        return GRAM_CHUNK
     if route is CUMULANT:
         n, m = num_atoms(family), family.dim
         per_point = n * n if gram_form(n, m) else n * m**3

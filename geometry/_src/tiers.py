@@ -27,7 +27,7 @@ import time
 import numpy as np
 
 from .linalg import EPS, error_estimate
-from .routes import POSTERIORI_MAX_GAIN, gram_batch_ok
+from .routes import CUMULANT, POSTERIORI_MAX_GAIN, gram_batch_ok
 
 FLOAT64, HIGH_PRECISION, UNDEFINED, BUDGET, UNTRUSTED = 0, 1, 2, 3, 4
 STATUS_NAMES = {
@@ -79,6 +79,7 @@ class Float64:
 
     kernel: object
     chunk: int
+    workers: int = 1
     name: str = "float64"
     status: int = FLOAT64
     eps: float = EPS
@@ -88,7 +89,7 @@ class Float64:
 
     def evaluate(self, family, rows, rtol, clock, mapper, prepare=None, progress=None) -> Outcome:
         prepare = prepare or (lambda block, start: np.asarray(block, np.float64))
-        r, est, definite = mapper.map(self.kernel, family, rows, prepare, progress, self.chunk)
+        r, est, definite = mapper.map(self.kernel, family, rows, prepare, progress, self.chunk, workers=self.workers)
         with np.errstate(invalid="ignore"):
             est = np.where(np.isfinite(est) & np.isfinite(r), est, np.inf)
         return Outcome(np.asarray(r, np.float64), est, np.zeros(r.shape[0], np.int32), extra=(definite,))
@@ -127,7 +128,8 @@ class Rotated:
 
     def evaluate(self, family, rows, rtol, clock, mapper, prior=None, prior_error=None) -> Outcome:
         r_q, cancel, spread = (np.asarray(a, np.float64) for a in
-                               mapper.map(self.kernel, family, rows, lambda block, start: np.asarray(block, np.float64), None, self.chunk))
+                               mapper.map(self.kernel, family, rows, lambda block, start: np.asarray(block, np.float64), None,
+                                          self.chunk, workers=CUMULANT.workers(family)))
         r = np.asarray(prior, np.float64)
         with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
             mag = cancel * np.abs(r_q)
