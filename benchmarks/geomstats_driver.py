@@ -1,4 +1,4 @@
-r"""Time the scalar curvature in geomstats 2.8 (autograd backend), for ``benchmarks/run.py``.
+r"""Time the scalar curvature and the Fisher-Rao distance in geomstats 2.8 (autograd backend), for ``benchmarks/run.py``.
 
 Run with the python of ``.venv-geomstats`` (geomstats 2.8 needs numpy < 2.4, so it
 lives in its own virtual environment); this file imports neither jax nor the
@@ -14,7 +14,11 @@ Request (JSON, on argv[1] or on stdin when argv[1] is ``-`` or absent)::
         {"name": "categorical n=3", "family": "categorical", "n": 3, "points": [[t0, t1], ...]},
         {"name": "attention n=16 m=2", "family": "attention", "keys": [[...], ...], "scale": 0.707, "points": [...]},
         {"name": "gaussian", "family": "gaussian", "points": [[mu, sigma], ...]},
-        {"name": "gamma", "family": "gamma", "points": [[eta0, eta1], ...]}]}
+        {"name": "gamma", "family": "gamma", "points": [[eta0, eta1], ...]},
+        {"name": "beta", "family": "beta", "quantity": "distance", "pairs": [[[a1, b1], [a2, b2]], ...]}]}
+
+A configuration without ``quantity`` (or with ``"quantity": "scalar_curvature"``) has ``points``
+and times the scalar curvature; ``"quantity": "distance"`` has ``pairs`` and times the distance.
 
 Points are in the coordinates of ``geometry``: logits ``theta`` (last logit 0) for
 categorical, the query ``x`` for attention (``p = softmax(scale * keys @ x)``),
@@ -30,9 +34,26 @@ and Riemann tensor by autograd Jacobians of ``metric_matrix``).  Variants:
 * ``generic-hessian`` (gamma): :class:`HessianMetric` of
   :math:`\psi(\eta) = \log\Gamma(\eta_0 + 1) - (\eta_0 + 1)\log(-\eta_1)` by autograd.
 
+Distances (``"quantity": "distance"``), one variant:
+
+* ``native`` (beta): ``BetaDistributions().metric.dist(p, q)`` for each pair ``(p, q)`` of points
+  ``(alpha, beta)``, the metric :math:`g = \mathrm{diag}(\psi_1(\alpha), \psi_1(\beta)) - \psi_1(\alpha + \beta)\,\mathbf 1\mathbf 1^T`
+  (``psi_1`` the trigamma function; the Hessian of :math:`\log B(\alpha, \beta)`).  geomstats computes
+  :math:`|\log_p q|_{g_p}`, the log map by ``LogODESolver``: ``scipy.integrate.solve_bvp`` on the geodesic
+  equation over a fixed mesh of ``n_nodes = 1000`` (= ``max_nodes``, so the mesh cannot be refined),
+  ``tol = 1e-3`` on the relative collocation residuals, the Jacobian from its closed-form Christoffel
+  symbols, started from the straight segment; the answer is the initial velocity of whatever
+  ``solve_bvp`` returns, converged or not (geomstats does not look at its ``status``).  The driver
+  therefore records ``solve_bvp``'s result per pair (``integrator.save_result``): ``bvp_status``
+  (0 converged, 1 ``max_nodes`` exceeded, 2 singular Jacobian, 3 ``bc_tol`` not met) and
+  ``bvp_max_residual`` (the largest relative rms collocation residual, converged means <= 1e-3).
+  A batched ``dist`` is a Python loop over the same per-pair solve (``_LogBatchMixins.log``), so
+  the driver calls it per pair.
+
 Timing per variant: one warm-up call on the first point, then one call per point (geomstats'
 batched call loops over points in Python anyway and was not faster) until ``budget_seconds``
 have elapsed or the points run out; ``points_per_second`` = points done / elapsed seconds.
+Distances alike, per pair (``pairs``, ``pairs_per_second``).
 
 Output: one JSON object on stdout (``NaN`` for non-finite values)::
 
@@ -40,6 +61,11 @@ Output: one JSON object on stdout (``NaN`` for non-finite values)::
      "configurations": {name: {"family", "primary", "variants": {label: {
          "description", "points", "seconds", "points_per_second", "warmup_seconds",
          "values", "nonfinite", "error", "note"}}}}}
+
+and for a distance configuration ``{"family", "quantity": "distance", "primary", "variants": {label: {
+"description", "pairs", "seconds", "pairs_per_second", "warmup_seconds", "warmup_value", "values",
+"nonfinite", "bvp_status", "bvp_max_residual", "bvp_converged", "error", "note"}}}`` (``values`` and the
+``bvp_`` lists: one entry per pair done, in the order given; ``bvp_converged``: how many have status 0).
 
 A failing variant has ``error`` (exception type and message) and no timing; the
 driver itself exits 0 unless the request is malformed.
@@ -177,20 +203,73 @@ def _variants(conf):
     raise ValueError(f"unknown family {fam!r} (expected categorical, attention, gaussian or gamma)")
 
 
-def _time_variant(fn, transform, points, budget):
+def _distance_variants(conf):
+    """``{label: (description, distance_fn, diagnose, note)}``: ``distance_fn(pair)``, ``diagnose()`` its solver's verdict."""
+    fam = conf["family"]
+    if fam != "beta":
+        raise ValueError(f"unknown family {fam!r} for quantity 'distance' (expected beta)")
+    from geomstats.information_geometry.beta import BetaDistributions
+
+    metric = BetaDistributions().metric
+    integrator = metric.log_solver.integrator
+    integrator.save_result = True  # keeps solve_bvp's result (status, residuals), which dist discards
+
+    def diagnose():
+        res = integrator.result_
+        return int(res.status), float(np.max(res.rms_residuals))
+
+    return {"native": (f"geomstats.information_geometry.beta.BetaDistributions().metric.dist ({type(metric).__name__}; "
+                       f"log map: {type(metric.log_solver).__name__}, scipy solve_bvp, n_nodes={metric.log_solver.n_nodes}, "
+                       f"tol={integrator.tol:g}, max_nodes={integrator.max_nodes}), coordinates (alpha, beta)",
+                       lambda pair: metric.dist(pair[0], pair[1]), diagnose,
+                       "dist returns |v| of solve_bvp's answer whatever its status; bvp_status says which pairs converged")}
+
+
+def _time_variant(fn, transform, points, budget, diagnose=None):
+    """Warm-up on ``points[0]``, then ``fn`` per point for ``budget`` seconds; ``diagnose()`` after each timed call."""
     pts = list(points) if transform is None else [transform(p) for p in points]
     t0 = time.perf_counter()
     first = float(fn(pts[0]))
     warm = time.perf_counter() - t0
-    values = []
+    values, diagnoses = [], []
     t0 = time.perf_counter()
     for p in pts:
         values.append(float(fn(p)))
+        if diagnose is not None:
+            diagnoses.append(diagnose())
         if time.perf_counter() - t0 >= budget:
             break
     dt = time.perf_counter() - t0
-    return {"points": len(values), "seconds": dt, "points_per_second": len(values) / dt, "warmup_seconds": warm,
-            "warmup_value": first, "values": values, "nonfinite": int(np.sum(~np.isfinite(values)))}
+    out = {"points": len(values), "seconds": dt, "points_per_second": len(values) / dt, "warmup_seconds": warm,
+           "warmup_value": first, "values": values, "nonfinite": int(np.sum(~np.isfinite(values)))}
+    if diagnose is not None:
+        out["diagnoses"] = diagnoses
+    return out
+
+
+def _run_distance(conf, gs, budget):
+    """One ``"quantity": "distance"`` configuration: per variant its timing over ``conf["pairs"]`` and solver verdicts."""
+    rec = {"family": conf["family"], "quantity": "distance", "variants": {}}
+    try:
+        variants = _distance_variants(conf)
+    except Exception as exc:  # noqa: BLE001 -- reported, not raised
+        rec["error"] = f"{type(exc).__name__}: {exc}"
+        return rec
+    pairs = [gs.array(pq) for pq in np.asarray(conf["pairs"], dtype=np.float64)]
+    rec["primary"] = next(iter(variants))
+    for label, (desc, fn, diagnose, note) in variants.items():
+        v = {"description": desc, "note": note, "error": None}
+        try:
+            t = _time_variant(fn, None, pairs, budget, diagnose)
+        except Exception as exc:  # noqa: BLE001
+            v["error"] = f"{type(exc).__name__}: {exc}"
+            v["traceback"] = traceback.format_exc()[-1500:]
+        else:
+            status, residual = (list(x) for x in zip(*t.pop("diagnoses")))
+            v.update(pairs=t.pop("points"), pairs_per_second=t.pop("points_per_second"), **t, bvp_status=status,
+                     bvp_max_residual=residual, bvp_converged=status.count(0))
+        rec["variants"][label] = v
+    return rec
 
 
 def run(request):
@@ -203,6 +282,12 @@ def run(request):
            "python": platform.python_version(), "budget_seconds": budget, "configurations": {}}
     for conf in request["configurations"]:
         name = conf.get("name", conf["family"])
+        quantity = conf.get("quantity", "scalar_curvature")
+        if quantity == "distance":
+            out["configurations"][name] = _run_distance(conf, gs, budget)
+            continue
+        if quantity != "scalar_curvature":
+            raise ValueError(f"unknown quantity {quantity!r} (expected scalar_curvature or distance)")
         rec = {"family": conf["family"], "variants": {}}
         points = np.asarray(conf["points"], dtype=np.float64)
         try:

@@ -357,6 +357,12 @@ def geomstats_status(name=None, family=None, theta=None, reference=None, levi_ci
 #: pairs per configuration of the geodesic-distance benchmark, and the entropy range of its points
 GEODESIC_PAIRS, GEODESIC_PAIRS_QUICK = 32, 16
 GEODESIC_H_LOW = 1e-3
+#: beta pairs: alpha and beta log-uniform in this range.  geomstats' solve_bvp (a fixed 1000-node mesh,
+#: it cannot refine) converges on ~98% of random pairs here (47 of 48 measured), on about half in
+#: [0.5, 20] (24 of 44), and geomstats returns a distance either way (off by up to 6% there)
+GEODESIC_BETA_RANGE = (1.0, 5.0)
+#: seconds of geomstats' distance timing (quick, full); it does ~5-7 distances/s
+GEODESIC_GEOMSTATS_BUDGET_QUICK, GEODESIC_GEOMSTATS_BUDGET = 2.0, 10.0
 
 
 def _points_with_entropy(geometry, fam, rng, k):
@@ -374,50 +380,159 @@ def _points_with_entropy(geometry, fam, rng, k):
     return out
 
 
+def _beta_log_partition(eta, xp):
+    """Beta distribution, ``psi = log B(alpha, beta)`` at ``eta = (alpha, beta)``.
+
+    Its natural parameters are ``(alpha - 1, beta - 1)`` (statistics ``log x``, ``log(1 - x)``); a shift of
+    ``eta`` leaves the Hessian, the Fisher metric, unchanged, so ``eta = (alpha, beta)`` serves.
+    """
+    return xp.lgamma(eta[0]) + xp.lgamma(eta[1]) - xp.lgamma(eta[0] + eta[1])
+
+
+def _beta_chart(theta, xp):
+    """``theta = (log alpha, log beta)``: the whole parameter quadrant, no boundary in the coordinates."""
+    return xp.vector([xp.exp(theta[0]), xp.exp(theta[1])])
+
+
+def _warm_up(geometry, fam, a, b):
+    """Compile every program the timed call may run, on nearby pairs ``(a, a + (b - a) / 1000)``: one call per
+    padded batch size up to ``len(a)`` (the continuation retries a subset, in a smaller size).  A second call on
+    the timed pairs themselves would compute every hard pair twice (the attention pairs took 6 min a call)."""
+    from geometry._src import geodesics
+
+    near = a + 1e-3 * (b - a)
+    sizes = sorted({geodesics._bucket(len(a))} | {s for s in (8, 16, 32, 64, 128) if s < len(a)})
+    t0 = time.perf_counter()
+    for size in sizes:
+        geometry.geodesic_distance(fam, a[:size], near[:size], return_info=True)
+    return time.perf_counter() - t0
+
+
+def _timed_distances(geometry, fam, a, b):
+    """Distances of the pairs ``(a[i], b[i])``, timed after :func:`_warm_up` (``warmup_seconds``: mostly compilation)."""
+    first = _warm_up(geometry, fam, a, b)
+    t0 = time.perf_counter()
+    d, info = geometry.geodesic_distance(fam, a, b, return_info=True)
+    steady = time.perf_counter() - t0
+    conv = info.status == 0
+    rec = {"family": fam.name, "pairs": len(a), "warmup_seconds": first, "seconds": steady, "pairs_per_second": len(a) / steady,
+           "converged_fraction": float(conv.mean())}
+    return d, info, rec
+
+
+def _geodesic_info(info):
+    """The solver's side of a distance record: error estimate of the converged pairs, work per pair, why the others failed."""
+    conv = info.status == 0
+    return {"max_error_estimate_converged": float(info.error_estimate[conv].max()) if conv.any() else None,
+            "median_lm_iterations": float(np.median(info.iterations)), "median_ode_steps": float(np.median(info.steps)),
+            "undefined_reasons": sorted({r.split(":")[0] for r in info.reasons.values()})}
+
+
+def _rel_diff_stats(ours, theirs):
+    """Max and median of ``|ours - theirs| / ours`` over the pairs where both are finite."""
+    both = np.isfinite(ours) & np.isfinite(theirs)
+    rel = np.abs(ours[both] - theirs[both]) / ours[both]
+    return {"pairs": int(both.sum()), "max_rel_diff": float(rel.max()) if both.any() else None,
+            "median_rel_diff": float(np.median(rel)) if both.any() else None}
+
+
+def geomstats_distances(name, alpha_beta, ours, our_rate, quick):
+    """geomstats 2.8's ``BetaDistributions().metric.dist`` on the pairs ``alpha_beta`` (shape ``(k, 2, 2)``), by the driver.
+
+    Same virtual environment and subprocess as :func:`geomstats_status` (skip with its reason
+    without it; a failing driver is recorded, not raised).  ``ours``: our distances on the same
+    pairs, NaN where not converged.  The agreement is :math:`|d_{ours} - d_{gs}|/d_{ours}` over the
+    pairs both have, once over all of them and once over those where geomstats' ``solve_bvp``
+    reports convergence (geomstats itself returns a number either way).
+    """
+    found = geomstats_status()
+    if "skipped" in found:
+        return found
+    budget = GEODESIC_GEOMSTATS_BUDGET_QUICK if quick else GEODESIC_GEOMSTATS_BUDGET
+    request = {"budget_seconds": budget,
+               "configurations": [{"name": name, "family": "beta", "quantity": "distance", "pairs": np.asarray(alpha_beta).tolist()}]}
+    driver = os.path.join(ROOT, "benchmarks", "geomstats_driver.py")
+    try:  # -I: isolated from PYTHONPATH and user site-packages (numpy 2.4 must not leak in)
+        proc = subprocess.run([found["python"], "-I", driver, "-"], input=json.dumps(request), capture_output=True, text=True,
+                              timeout=120 + 4 * budget, cwd=ROOT)
+        if proc.returncode != 0:
+            raise RuntimeError(f"driver exited {proc.returncode}: {proc.stderr[-1500:]}")
+        out = json.loads(proc.stdout.strip().splitlines()[-1])
+        rec = out["configurations"][name]
+        error = rec.get("error") or rec["variants"][rec["primary"]]["error"]
+        if error:
+            raise RuntimeError(error)
+        var = rec["variants"][rec["primary"]]
+    except Exception as exc:  # geomstats is a comparison, not a deliverable: record the failure
+        return {"pairs_per_second": None, "failures": {"driver": f"{type(exc).__name__}: {exc}"}}
+    theirs = np.asarray(var["values"], dtype=np.float64)
+    mine = np.asarray(ours, dtype=np.float64)[: len(theirs)]
+    bvp_ok = np.asarray(var["bvp_status"]) == 0
+    res = {key: out[key] for key in ("geomstats_version", "backend", "numpy", "autograd", "python", "budget_seconds")}
+    res.update(driver="benchmarks/geomstats_driver.py", family="beta", description=var["description"], pairs_offered=len(alpha_beta),
+               pairs=var["pairs"], pairs_per_second=var["pairs_per_second"], warmup_seconds=var["warmup_seconds"],
+               ours_vs_geomstats_rate=our_rate / var["pairs_per_second"], nonfinite=var["nonfinite"],
+               bvp_converged=var["bvp_converged"], bvp_max_residual_max=float(np.max(var["bvp_max_residual"])),
+               agreement=_rel_diff_stats(mine, theirs),
+               agreement_bvp_converged=_rel_diff_stats(np.where(bvp_ok, mine, np.nan), theirs))
+    return res
+
+
 def geodesic_benchmark(geometry, quick):
     """Distances per second and converged fraction of ``geometry.geodesic_distance`` on random pairs.
 
-    Two configurations (categorical n=4; attention n=16, m=2), pairs of points with entropies from
-    log n down to GEODESIC_H_LOW.  ``first_call_seconds`` includes compilation (one program per padded
-    batch size); ``pairs_per_second`` is a second call on the same pairs.  geomstats: its
-    ``CategoricalDistributions`` and ``DirichletDistributions`` have a Fisher-Rao distance, but the
-    driver (benchmarks/geomstats_driver.py) only times scalar curvature so far, so no comparison is run.
+    Three configurations: categorical n=4 and attention n=16, m=2 on pairs of points with entropies
+    from log n down to GEODESIC_H_LOW; the beta family in ``theta = (log alpha, log beta)``
+    (:func:`_beta_log_partition`, :func:`_beta_chart`) on pairs with alpha, beta log-uniform in
+    GEODESIC_BETA_RANGE.  ``warmup_seconds``: :func:`_warm_up` (compilation, one program per padded
+    batch size); ``pairs_per_second``: the call on the pairs after it.  geomstats (key ``geomstats``,
+    :func:`geomstats_distances`): ``BetaDistributions`` on the same beta pairs in ``(alpha, beta)``; the
+    Fisher-Rao distance does not depend on the chart, so the two numbers are the same quantity.
     """
     rng = np.random.default_rng(SEED + 15)
     k = GEODESIC_PAIRS_QUICK if quick else GEODESIC_PAIRS
     out = {}
     for name, fam in (("categorical n=4", geometry.categorical(4)), ("attention n=16 m=2", geometry.attention(rng.normal(size=(16, 2))))):
         a, b = _points_with_entropy(geometry, fam, rng, k), _points_with_entropy(geometry, fam, rng, k)
-        t0 = time.perf_counter()
-        geometry.geodesic_distance(fam, a, b, return_info=True)
-        first = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        d, info = geometry.geodesic_distance(fam, a, b, return_info=True)
-        steady = time.perf_counter() - t0
+        _, info, rec = _timed_distances(geometry, fam, a, b)
         h = np.minimum(np.asarray(geometry.entropy(fam, a)), np.asarray(geometry.entropy(fam, b)))
-        conv = info.status == 0
-        low = h < 0.01
-        out[name] = {
-            "family": fam.name, "pairs": k, "first_call_seconds": first, "seconds": steady, "pairs_per_second": k / steady,
-            "converged_fraction": float(conv.mean()),
-            "converged_fraction_min_entropy_below_0.01": float(conv[low].mean()) if low.any() else None,
-            "entropy_range": [float(h.min()), float(np.max(np.asarray(geometry.entropy(fam, a))))],
-            "max_error_estimate_converged": float(info.error_estimate[conv].max()) if conv.any() else None,
-            "median_lm_iterations": float(np.median(info.iterations)), "median_ode_steps": float(np.median(info.steps)),
-            "undefined_reasons": sorted({r.split(":")[0] for r in info.reasons.values()}),
-        }
-    out["geomstats"] = {"skipped": "benchmarks/geomstats_driver.py times scalar curvature only; no geodesic-distance variant is wired"}
+        conv, low = info.status == 0, h < 0.01
+        rec.update({"converged_fraction_min_entropy_below_0.01": float(conv[low].mean()) if low.any() else None,
+                    "entropy_range": [float(h.min()), float(np.max(np.asarray(geometry.entropy(fam, a))))], **_geodesic_info(info)})
+        out[name] = rec
+    name = "beta"
+    fam = geometry.exponential_family(_beta_log_partition, dim=2, natural=_beta_chart, name="beta (log alpha, log beta)")
+    lo, hi = GEODESIC_BETA_RANGE
+    alpha_beta = np.exp(rng.uniform(np.log(lo), np.log(hi), size=(k, 2, 2)))  # pair i: alpha_beta[i, 0] -> alpha_beta[i, 1]
+    d, info, rec = _timed_distances(geometry, fam, np.log(alpha_beta[:, 0]), np.log(alpha_beta[:, 1]))
+    rec.update(alpha_beta_range=[lo, hi], **_geodesic_info(info))
+    out[name] = rec
+    out["geomstats"] = geomstats_distances(name, alpha_beta, np.where(info.status == 0, d, np.nan), rec["pairs_per_second"], quick)
     return out
 
 
 def print_geodesic_benchmark(res):
     for name, rec in res.items():
         if name == "geomstats":
-            print(f"  geomstats: skipped ({rec['skipped']})")
+            if "skipped" in rec:
+                print(f"  geomstats: skipped ({rec['skipped']})")
+            elif rec.get("failures"):
+                print(f"  geomstats: driver failed: {rec['failures']['driver'][:300]}")
+            else:
+                agree, conv = rec["agreement"], rec["agreement_bvp_converged"]
+                rel = lambda x: "-" if x is None else f"{x:.1e}"  # noqa: E731 -- None: no pair in common
+                print(f"  geomstats {rec['geomstats_version']} ({rec['backend']}) beta {rec['pairs_per_second']:8.2f} distances/s "
+                      f"(x{rec['ours_vs_geomstats_rate']:.2g} ours/geomstats; {rec['pairs']} of {rec['pairs_offered']} pairs in "
+                      f"{rec['budget_seconds']:g} s, solve_bvp converged on {rec['bvp_converged']}); |d_ours - d_gs| / d_ours "
+                      f"max {rel(agree['max_rel_diff'])}, median {rel(agree['median_rel_diff'])} over {agree['pairs']} pairs, "
+                      f"max {rel(conv['max_rel_diff'])} over the {conv['pairs']} solve_bvp converged")
             continue
-        print(f"  {name:20s} {rec['pairs_per_second']:8.2f} distances/s  (first call {rec['first_call_seconds']:.1f} s incl. compile; "
-              f"{rec['pairs']} pairs, H {rec['entropy_range'][0]:.1e}..{rec['entropy_range'][1]:.2f}; converged "
-              f"{rec['converged_fraction']:.0%}, {rec['converged_fraction_min_entropy_below_0.01']} of pairs with H < 0.01; "
+        where = (f"alpha, beta {rec['alpha_beta_range'][0]:g}..{rec['alpha_beta_range'][1]:g}" if "alpha_beta_range" in rec else
+                 f"H {rec['entropy_range'][0]:.1e}..{rec['entropy_range'][1]:.2f}")
+        low = (f", {rec['converged_fraction_min_entropy_below_0.01']} of pairs with H < 0.01"
+               if "converged_fraction_min_entropy_below_0.01" in rec else "")
+        print(f"  {name:20s} {rec['pairs_per_second']:8.2f} distances/s  (warm-up {rec['warmup_seconds']:.1f} s, mostly compilation; "
+              f"{rec['pairs']} pairs, {where}; converged {rec['converged_fraction']:.0%}{low}; "
               f"median {rec['median_lm_iterations']:.0f} LM iterations, {rec['median_ode_steps']:.0f} ODE steps)")
 
 
