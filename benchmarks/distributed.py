@@ -49,8 +49,10 @@ WORKER = textwrap.dedent(
     rng = np.random.default_rng(%d)
     fam = geometry.attention(rng.normal(size=(n, m)))
     th = rng.normal(size=(points, m))
-    # compile: a prefix large enough for the same program (leaves compiled in as constants from 2**17 points on)
-    geometry.sweep(fam, th[: min(points, 1 << 17 if m <= 4 else 1024)], progress=False)
+    # compile: a prefix large enough for the same program in every process (leaves compiled in as constants from
+    # 2**17 points on; large heads run calls of 1024 points, and a process's share of a shorter prefix would
+    # compile a smaller call and leave the timed sweep to compile its own)
+    geometry.sweep(fam, th[: min(points, 1 << 17 if m <= 4 else 1024 * count)], progress=False)
 
     def timed(out=None, **kw):
         best = None

@@ -574,8 +574,8 @@ GRAM_CHUNK = 1024
 #: about 1.2 of this machine's 2 cores busy (its batched products of 128 x 128 x m and its
 #: reductions over the Gram matrices run on one thread): measured at N = 128, chunks of 1024 points,
 #: 58 -> 37 us a point at m = 32 and 150-167 -> 92-99 us at m = 64 with two calls at once.  The cores
-#: counted are those this process may run on (a process pinned to one core, as ``geometry.launch
-#: --cpus-per-process 1`` does, gets one worker: two there made a two-process sweep 7x slower).
+#: counted are those this process may run on: a process pinned to one core (``geometry.launch
+#: --cpus-per-process 1``) gets one worker, since a second thread there has no core to run on.
 GRAM_WORKERS = max(1, min(2, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1))
 
 
